@@ -1,0 +1,52 @@
+# sentq: `make demo` and `make test` work from a clean clone; everything they need is installed here.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DATA := data/vader/SHA256SUMS
+QUICK ?=
+
+.PHONY: setup redis-server demo test lint format bench clean
+
+setup: $(STAMP) $(DATA) redis-server
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+$(DATA): | $(STAMP)
+	$(BIN)/python -m sentq.dataset fetch --data-dir data
+
+# redis-server must be on PATH (tests and the demo start their own); install it when we can, else say how.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-server is missing: installing it with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	  else \
+	    echo "redis-server is missing. Install it, e.g.: sudo apt-get install redis-server (Debian/Ubuntu)" \
+	         "or brew install redis (macOS), then run make again."; exit 1; \
+	  fi; }
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check sentq tests bench scripts
+	$(BIN)/ruff format --check sentq tests bench scripts
+	$(BIN)/mypy sentq
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix sentq tests bench scripts
+	$(BIN)/ruff format sentq tests bench scripts
+
+bench: setup
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out

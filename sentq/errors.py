@@ -1,0 +1,50 @@
+"""Every error sentq raises on purpose, as one shallow tree.
+
+SentqError                  base of all of them; the CLI maps each to an exit code
+├── ConfigError             a bad SENTQ_* setting or CLI option              (exit 2)
+├── InputError              bad input: which file, which line, what to do    (exit 2)
+├── DatasetMissingError     the default training data is not on this host    (exit 2)
+├── ModelError              a model artifact is missing, tampered or unsafe  (exit 2)
+├── JobNotFoundError        unknown or expired job id                        (exit 2)
+├── BrokerUnavailableError  Redis / RabbitMQ did not answer in time          (exit 3)
+├── JobTimeoutError         waiting for a job ran past --timeout             (exit 4)
+└── JobCancelledError       the job was cancelled                            (exit 5)
+"""
+
+from __future__ import annotations
+
+
+class SentqError(Exception):
+    """Raised for every failure sentq expects and can explain in one line."""
+
+
+class ConfigError(SentqError):
+    """Raised when a setting or option has a value sentq cannot use."""
+
+
+class InputError(SentqError):
+    """Raised when an input file cannot be read as texts (names file, line and fix)."""
+
+
+class DatasetMissingError(SentqError):
+    """Raised when the default training data has not been fetched."""
+
+
+class ModelError(SentqError):
+    """Raised when a model artifact is missing, truncated, tampered or in an unsafe format."""
+
+
+class JobNotFoundError(SentqError):
+    """Raised when a job id is unknown or its records have expired."""
+
+
+class BrokerUnavailableError(SentqError):
+    """Raised when the broker or result store does not answer within the connect timeout."""
+
+
+class JobTimeoutError(SentqError):
+    """Raised when waiting for a job runs past its timeout."""
+
+
+class JobCancelledError(SentqError):
+    """Raised when a job being waited on was cancelled."""

@@ -1,0 +1,603 @@
+"""Streaming, validating readers of text inputs (plain text, CSV/TSV, JSONL; gzipped or not; files or stdin)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import stat
+import sys
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from itertools import chain, islice
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
+
+from sentq.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+FORMATS = ("text", "csv", "tsv", "jsonl")
+
+_SUFFIXES = {
+    ".txt": "text",
+    ".text": "text",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json-lines": "jsonl",
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
+# 64 KiB of decoded data is what the CSV header sniffer looks at; its first 8 KiB is what the binary check looks at.
+_HEAD_BYTES = 64 * 1024
+_BINARY_CHECK_BYTES = 8 * 1024
+# Bytes kept behind the decoder to locate a UTF-8 error: more than the 64 KiB read-ahead plus one 8 KiB decode step,
+# so the bad byte is always inside, even for stdin (which cannot be read again).
+_KEEP_BYTES = 256 * 1024
+_HEADER_WORDS = frozenset({"text", "review", "sentence", "body", "comment", "content"})
+_CHOOSE_COLUMN = "choose one with --column NAME or --column INDEX (counting from 1)"
+
+_Block = tuple[list[int], list[str]]
+
+
+class _Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One batch of texts and, for each, the 1-based input line where it starts."""
+
+    index: int
+    lines: list[int]
+    texts: list[str]
+
+
+class TextSource:
+    """One input (a path, or ``-`` for stdin) read as a stream of validated, stripped texts."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        fmt: str | None = None,
+        column: str | None = None,
+        field: str | None = None,
+        header: bool | None = None,
+        max_chars: int = 10_000,
+        stdin: BinaryIO | None = None,
+    ) -> None:
+        self.name = "<stdin>" if path == "-" else path
+        self.is_stream = path == "-"
+        self.blank_lines = 0
+        self.texts = 0
+        self._path = path
+        self._stdin = stdin
+        self._column = column
+        self._field = field or "text"
+        self._header = header
+        self._max_chars = max_chars
+        self._used = False
+        self._header_row = False  # whether the last read found a CSV header row (for the "no texts" message)
+        lowered = os.path.basename(path).lower()
+        self._gzip_suffix = lowered.endswith(".gz")
+        if fmt is None:
+            fmt = "text" if self.is_stream else _SUFFIXES.get(os.path.splitext(lowered.removesuffix(".gz"))[1], "text")
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown input format {fmt!r}; use one of: {', '.join(FORMATS)}")
+        self.format = fmt
+        if max_chars < 1:
+            raise ConfigError(f"SENTQ_MAX_TEXT_CHARS must be a positive whole number, got {max_chars}")
+        if column is not None and fmt not in ("csv", "tsv"):
+            raise ConfigError(
+                f"--column applies to CSV/TSV input, but {self.name} is read as {fmt}; "
+                "add --format csv (or tsv), or drop --column"
+            )
+        if column is not None and (not column.strip() or (_is_index(column) and int(column) == 0)):
+            raise ConfigError(f"--column needs a column name or a number counting from 1, got {column!r}")
+        # The default field name is allowed everywhere, so callers may always pass it.
+        if field not in (None, "text") and fmt != "jsonl":
+            raise ConfigError(
+                f"--field applies to JSONL input, but {self.name} is read as {fmt}; add --format jsonl, or drop --field"
+            )
+        if not self.is_stream:
+            self._check_file()
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        """Stream the input as chunks of ``size`` texts (the last may be shorter); raises InputError on bad input."""
+        if size < 1:
+            raise ValueError(f"chunk size must be at least 1, got {size}")
+        if self.is_stream and self._used:
+            raise RuntimeError(f"{self.name} can be read only once")
+        self._used = True
+        self.blank_lines = self.texts = 0
+        return (Chunk(index, lines, texts) for index, (lines, texts) in enumerate(self._read(size)))
+
+    def validate(self) -> None:
+        """Read the whole file once, checking every line as ``chunks`` would, then reset the counters."""
+        if self.is_stream:
+            raise TypeError(f"{self.name} is a stream and cannot be read twice; validate it while reading chunks")
+        self.blank_lines = self.texts = 0
+        try:
+            for _ in self._read(8192):
+                pass
+        finally:
+            self.blank_lines = self.texts = 0
+
+    # Opening.
+
+    def _check_file(self) -> None:
+        try:
+            info = os.stat(self._path)
+        except FileNotFoundError:
+            raise InputError(f"{self.name}: no such file; check the path (use - to read standard input)") from None
+        except OSError as exc:
+            raise InputError(f"{self.name}: cannot open it ({exc.strerror}); check the path") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{self.name}: is a directory, not a file; give the path of a file of texts")
+        if not stat.S_ISREG(info.st_mode):
+            # A pipe such as <(zcat a.gz): opening it here would consume it, and it cannot be read twice.
+            self.is_stream = True
+            if not os.access(self._path, os.R_OK):
+                raise InputError(f"{self.name}: cannot read it (permission denied); check its permissions")
+            return
+        try:
+            with open(self._path, "rb"):
+                pass
+        except PermissionError:
+            raise InputError(f"{self.name}: cannot read it (permission denied); check its permissions") from None
+        except OSError as exc:
+            raise InputError(f"{self.name}: cannot open it ({exc.strerror}); check the path") from None
+
+    def _open_raw(self, stack: ExitStack) -> BinaryIO:
+        if self._path == "-":
+            return self._stdin if self._stdin is not None else sys.stdin.buffer
+        try:
+            return stack.enter_context(open(self._path, "rb"))
+        except OSError:
+            self._check_file()  # gone or unreadable since __init__: raise the same message it would have
+            raise
+
+    def _read(self, size: int) -> Iterator[_Block]:
+        """Open, check and decode the input, then yield blocks of at most ``size`` texts from the format's reader."""
+        with ExitStack() as stack:
+            tap: _Tap | None = None
+            try:
+                text, tap, head = self._open_text(stack, record=self.is_stream)
+                if self.format == "text":
+                    blocks = self._text_blocks(text, size)
+                elif self.format == "jsonl":
+                    blocks = self._jsonl_blocks(text, size)
+                else:
+                    blocks = self._csv_blocks(text, size, _sample(head))
+                for block in blocks:
+                    self.texts += len(block[1])
+                    yield block
+            except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise self._read_error(exc, tap if self.is_stream else self._replay()) from None
+        if self.texts == 0:
+            blanks = f"{self.blank_lines:,} blank line{'s' if self.blank_lines != 1 else ''}"
+            if self._header_row:
+                why = "only a header row" + (f" and {blanks}" if self.blank_lines else "")
+            elif self.blank_lines:
+                why = f"{blanks} and no text"
+            else:
+                why = f"the {'input' if self.is_stream else 'file'} is empty"
+            raise InputError(f"{self.name}: no texts to score ({why}); check that this is the right file")
+
+    def _open_text(self, stack: ExitStack, *, record: bool) -> tuple[TextIO, _Tap | None, bytes]:
+        """The input decoded (gunzipped, BOM dropped), its head (first 64 KiB), and the recording tap if ``record``.
+
+        A file is read by the plain buffered stack, rewound after the head is checked: the fast path. A stream
+        cannot be rewound, so its head is served again, and its recent bytes recorded, by a ``_Tap``.
+        """
+        raw = self._open_raw(stack)
+        rewind = not self.is_stream
+        magic = _read_full(raw, 2)
+        source: BinaryIO | gzip.GzipFile = raw
+        if magic == _GZIP_MAGIC:
+            if rewind:
+                raw.seek(0)
+            source = stack.enter_context(gzip.GzipFile(fileobj=raw if rewind else _Tap(magic, raw), mode="rb"))
+            head = _read_full(source, _HEAD_BYTES)
+        elif self._gzip_suffix and magic:
+            raise InputError(
+                f"{self.name}: not a valid gzip file (it does not start with the gzip signature); "
+                "check it with gzip -t, or drop the .gz suffix if it is not compressed"
+            )
+        else:
+            head = magic + _read_full(raw, _HEAD_BYTES - len(magic))
+        self._check_head(head)
+        bom = len(_BOM) if head.startswith(_BOM) else 0
+        tap = None
+        binary: BinaryIO | gzip.GzipFile | io.BufferedReader = source
+        if rewind and not record:
+            source.seek(bom)
+        else:
+            tap = _Tap(head[bom:], source, record=True)
+            binary = io.BufferedReader(tap, _HEAD_BYTES)
+        newline = "" if self.format in ("csv", "tsv") else None
+        text = stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", newline=newline))
+        return text, tap, head[bom:]
+
+    def _replay(self) -> _Tap | None:
+        """Read a file again through a recording tap up to the error it raised, to locate it (the slow path)."""
+        with ExitStack() as stack:
+            tap = None
+            try:
+                text, tap, _ = self._open_text(stack, record=True)
+                while text.read(1 << 20):
+                    pass
+            except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error):
+                pass
+            return tap
+
+    def _read_error(self, exc: Exception, tap: _Tap | None) -> InputError:
+        if isinstance(exc, UnicodeDecodeError):
+            return self._bad_utf8(tap)
+        after = f" after line {_lines_read(tap):,}" if tap is not None and _lines_read(tap) else ""
+        if isinstance(exc, EOFError):
+            return InputError(
+                f"{self.name}: gzip data is truncated{after} (the file ends inside the compressed stream); "
+                "fetch or compress it again"
+            )
+        return InputError(
+            f"{self.name}: not a valid gzip file ({exc}{';' if after else ''}{after}); "
+            "check it with gzip -t, then fetch or compress it again"
+        )
+
+    def _check_head(self, head: bytes) -> None:
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise InputError(
+                f"{self.name}: is UTF-16 text (it starts with a UTF-16 byte-order mark), not UTF-8; "
+                "re-save it as UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+            )
+        if b"\0" in head[:_BINARY_CHECK_BYTES]:
+            raise InputError(
+                f"{self.name}: looks like a binary file (NUL byte in the first 8 KiB), not text; "
+                "sentq reads plain text, CSV/TSV or JSONL"
+            )
+
+    # Formats. Each yields blocks of exactly ``size`` texts but the last, keeping at most one block.
+
+    def _text_blocks(self, f: TextIO, size: int) -> Iterator[_Block]:
+        max_chars = self._max_chars
+        line = 0  # lines read so far
+        while True:
+            lines: list[int] = []
+            texts: list[str] = []
+            while len(texts) < size:
+                raw = list(islice(f, size - len(texts)))
+                if not raw:
+                    break
+                block = [s.strip() for s in raw]
+                # The fast path: a block with no blank and no over-long line is taken whole.
+                if all(block) and max(map(len, block)) <= max_chars:
+                    lines.extend(range(line + 1, line + 1 + len(block)))
+                    texts.extend(block)
+                else:
+                    for number, text in enumerate(block, line + 1):
+                        if not text:
+                            self.blank_lines += 1
+                        elif len(text) > max_chars:
+                            raise self._too_long(number, len(text))
+                        else:
+                            lines.append(number)
+                            texts.append(text)
+                line += len(raw)
+            if not texts:
+                return
+            yield lines, texts
+
+    def _jsonl_blocks(self, f: TextIO, size: int) -> Iterator[_Block]:
+        field, max_chars, loads = self._field, self._max_chars, json.loads
+        lines: list[int] = []
+        texts: list[str] = []
+        for number, raw in enumerate(f, 1):
+            stripped = raw.strip()
+            if not stripped:
+                self.blank_lines += 1
+                continue
+            try:
+                value = loads(stripped)
+            except json.JSONDecodeError as exc:
+                column = exc.colno + len(raw) - len(raw.lstrip())
+                raise InputError(
+                    f"{self.name}: line {number} is not valid JSON ({exc.msg} at column {column}); "
+                    'each line must be one JSON object, such as {"text": "..."}'
+                ) from None
+            if isinstance(value, dict):
+                if field not in value:
+                    raise InputError(
+                        f'{self.name}: line {number} has no field "{field}" '
+                        f"(fields: {_show(list(value))}); choose one with --field"
+                    )
+                value = value[field]
+                if not isinstance(value, str):
+                    raise InputError(
+                        f'{self.name}: line {number}: field "{field}" is {_json_type(value)}, not a '
+                        f'string; each line needs its text as a JSON string in "{field}"'
+                    )
+            elif not isinstance(value, str):
+                raise InputError(
+                    f"{self.name}: line {number} is {_json_type(value)}, not a JSON object; "
+                    'each line must be one JSON object, such as {"text": "..."}'
+                )
+            text = value.strip()
+            if not text:
+                self.blank_lines += 1
+            elif len(text) > max_chars:
+                raise self._too_long(number, len(text))
+            else:
+                lines.append(number)
+                texts.append(text)
+                if len(texts) == size:
+                    yield lines, texts
+                    lines, texts = [], []
+        if texts:
+            yield lines, texts
+
+    def _csv_blocks(self, f: TextIO, size: int, sample: str) -> Iterator[_Block]:
+        self._header_row = False
+        records = self._csv_records(f)
+        first = None
+        for start, row in records:
+            if any(cell.strip() for cell in row):
+                first = (start, row)
+                break
+            self.blank_lines += 1
+        if first is None:
+            return
+        column, header = self._pick_column(first[1], sample)
+        self._header_row = header
+        max_chars = self._max_chars
+        lines: list[int] = []
+        texts: list[str] = []
+        for start, row in records if header else chain([first], records):
+            try:
+                text = row[column].strip()
+            except IndexError:
+                if any(cell.strip() for cell in row):
+                    raise InputError(
+                        f"{self.name}: line {start} has {len(row)} columns, column {column + 1} "
+                        "missing; check the delimiter and the quoting on that line"
+                    ) from None
+                text = ""
+            if not text:
+                self.blank_lines += 1
+            elif len(text) > max_chars:
+                raise self._too_long(start, len(text))
+            else:
+                lines.append(start)
+                texts.append(text)
+                if len(texts) == size:
+                    yield lines, texts
+                    lines, texts = [], []
+        if texts:
+            yield lines, texts
+
+    def _csv_records(self, f: TextIO) -> Iterator[tuple[int, list[str]]]:
+        """Yield each CSV record with the physical line it starts on (quoted fields may span lines)."""
+        reader = csv.reader(f, delimiter="\t" if self.format == "tsv" else ",", strict=True)
+        end = 0
+        try:
+            for row in reader:
+                yield end + 1, row
+                end = reader.line_num
+        except csv.Error as exc:
+            start, message = end + 1, str(exc)
+            if message == "unexpected end of data":
+                raise InputError(
+                    f'{self.name}: line {start}: unterminated quoted field (a " opened in the record '
+                    "starting on this line is never closed); close the quote, or double quotes inside "
+                    'a quoted field ("")'
+                ) from None
+            if message.startswith("field larger than field limit"):
+                limit = csv.field_size_limit()
+                why = (
+                    f"over the limit of {self._max_chars:,} (SENTQ_MAX_TEXT_CHARS)"
+                    if self._max_chars < limit
+                    else "the most the CSV reader takes"
+                )
+                raise InputError(
+                    f"{self.name}: line {start} has a field over {limit:,} characters, {why}; split or shorten "
+                    "it, or check for a quote that is never closed"
+                ) from None
+            raise InputError(
+                f"{self.name}: line {start} is not valid CSV ({message}); quote fields that contain "
+                'the delimiter, quotes or newlines, and double quotes inside them ("")'
+            ) from None
+
+    def _pick_column(self, row: list[str], sample: str) -> tuple[int, bool]:
+        """The 0-based column holding the texts, and whether ``row`` (the first record) is a header."""
+        cells = [cell.strip() for cell in row]
+        folded = [cell.casefold() for cell in cells]
+        column = self._column
+        if column is not None and _is_index(column):
+            index = int(column) - 1
+            header = self._header if self._header is not None else self._sniff_header(folded, sample)
+            if header and index >= len(cells):
+                raise InputError(f"{self.name}: no column {index + 1} (columns: {_show(cells)}); {_CHOOSE_COLUMN}")
+            return index, header
+        if column is not None:
+            if self._header is False:
+                raise ConfigError(
+                    f"--column {column} names a column, so the first row must be a header; "
+                    "use --column INDEX (counting from 1) for a file without one"
+                )
+            name = column.strip()
+            if name in cells:
+                return cells.index(name), True
+            if name.casefold() in folded:
+                return folded.index(name.casefold()), True
+            raise InputError(f'{self.name}: no column "{name}" (columns: {_show(cells)}); {_CHOOSE_COLUMN}')
+        if self._header is not False and "text" in folded:
+            return folded.index("text"), True
+        if len(cells) == 1:
+            return 0, self._header if self._header is not None else self._sniff_header(folded, sample)
+        raise InputError(f"{self.name}: {len(cells)} columns ({_show(cells)}) and no --column; {_CHOOSE_COLUMN}")
+
+    def _sniff_header(self, folded: list[str], sample: str) -> bool:
+        if _HEADER_WORDS.intersection(folded):
+            return True
+        if len(folded) == 1:
+            # The sniffer votes on how a header cell differs from the cells below it; one column of free text gives
+            # it no signal (it calls any file with a single data row headed), so only the words above decide.
+            return False
+        try:
+            return _Sniffer(csv.excel_tab if self.format == "tsv" else csv.excel).has_header(sample)
+        except csv.Error:
+            return False
+
+    # Errors.
+
+    def _too_long(self, line: int, length: int) -> InputError:
+        return InputError(
+            f"{self.name}: line {line} has {length:,} characters, over the limit of "
+            f"{self._max_chars:,} (SENTQ_MAX_TEXT_CHARS); split or shorten it"
+        )
+
+    def _bad_utf8(self, tap: _Tap | None) -> InputError:
+        hint = "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        if tap is None:
+            return InputError(f"{self.name}: is not valid UTF-8; {hint}")
+        window = tap.window
+        skip = 0
+        if tap.dropped_bytes:
+            # The window may start inside a character whose first bytes were decoded (and dropped) already.
+            while skip < 3 and skip < len(window) and 0x80 <= window[skip] <= 0xBF:
+                skip += 1
+        try:
+            window[skip:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad = skip + exc.start
+            before = window[:bad]
+            line = tap.lines_before + _count_lines(before) + 1
+            start = max(before.rfind(b"\n"), before.rfind(b"\r")) + 1
+            where = f"byte 0x{window[bad]:02x}"
+            if start > 0 or not tap.dropped_bytes:
+                where += f" at column {len(before[start:].decode('utf-8')) + 1}"
+            return InputError(f"{self.name}: line {line:,} is not valid UTF-8 ({where}); {hint}")
+        return InputError(f"{self.name}: is not valid UTF-8 after line {tap.lines_before:,}; {hint}")
+
+
+class _Tap(io.RawIOBase):
+    """Serves bytes already read, then the rest of a stream; with ``record``, remembers recent bytes for error reports.
+
+    The kept bytes (``window``) and the count of line breaks before them (``lines_before``) let a decode error be
+    placed at its exact line without reading the input again (stdin cannot be). Chunks are kept by reference, not
+    copied, and counted only as they leave the window: this costs the happy path one pass of ``bytes.count``.
+    """
+
+    def __init__(self, head: bytes, rest: _Readable, *, record: bool = False) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._read_rest: Any = getattr(rest, "read1", rest.read)
+        self._record = record
+        self._kept: deque[bytes] = deque()
+        self._kept_bytes = 0
+        self.dropped_bytes = 0
+        self.lines_before = 0
+
+    @property
+    def window(self) -> bytes:
+        return b"".join(self._kept)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            data = bytes(self._head[: len(view)])
+            self._head = self._head[len(data) :]
+        else:
+            data = self._read_rest(len(view))
+        size = len(data)
+        view[:size] = data
+        if self._record and size:
+            kept = self._kept
+            kept.append(data)
+            self._kept_bytes += size
+            while self._kept_bytes - len(kept[0]) >= _KEEP_BYTES:
+                old = kept.popleft()
+                self._kept_bytes -= len(old)
+                self.dropped_bytes += len(old)
+                # A \r\n split across two chunks is one line break, not two.
+                self.lines_before += _count_lines(old) - (old.endswith(b"\r") and kept[0].startswith(b"\n"))
+        return size
+
+
+class _Sniffer(csv.Sniffer):
+    """``csv.Sniffer`` told the dialect, so ``has_header`` judges columns instead of guessing the delimiter."""
+
+    def __init__(self, dialect: type[csv.Dialect]) -> None:
+        super().__init__()
+        self._dialect = dialect
+
+    def sniff(self, sample: str, delimiters: str | None = None) -> type[csv.Dialect]:
+        return self._dialect
+
+
+def _read_full(stream: _Readable, size: int) -> bytes:
+    """Read ``size`` bytes, or up to the end: one ``read`` may return less from a pipe."""
+    parts = []
+    while size > 0:
+        data = stream.read(size)
+        if not data:
+            break
+        parts.append(data)
+        size -= len(data)
+    return b"".join(parts)
+
+
+def _is_index(column: str) -> bool:
+    """Whether ``--column`` is a number (counting from 1) rather than a name."""
+    return column.strip().isascii() and column.strip().isdigit()
+
+
+def _count_lines(data: bytes) -> int:
+    """Line breaks in ``data`` as universal newlines count them: \\n, \\r\\n and a lone \\r."""
+    count = data.count(b"\n")
+    if b"\r" in data:  # a fast memchr; the two extra counts only for data with CRs
+        count += data.count(b"\r") - data.count(b"\r\n")
+    return count
+
+
+def _lines_read(tap: _Tap | None) -> int:
+    return 0 if tap is None else tap.lines_before + _count_lines(tap.window)
+
+
+def _sample(head: bytes) -> str:
+    """The head as text for the header sniffer, cut at the last line break when the input goes on."""
+    text = head.decode("utf-8", errors="replace")
+    if len(head) >= _HEAD_BYTES - len(_BOM) and "\n" in text:
+        text = text[: text.rindex("\n") + 1]
+    return text
+
+
+def _show(names: list[str]) -> str:
+    shown = [(name if len(name) <= 30 else name[:29] + "…") or '""' for name in names[:12]]
+    return ", ".join(shown) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a string"

@@ -1,0 +1,500 @@
+"""Jobs: records and accounting in Redis, staging chunks, following progress and streaming results in order."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from sentq import keys
+from sentq.errors import InputError, JobCancelledError, JobNotFoundError, JobTimeoutError
+from sentq.inputs import Chunk, TextSource
+from sentq.settings import Settings
+from sentq.store import text
+
+# Chunk inputs staged per Redis pipeline: ~20 MB of texts at most per round trip at the default chunk size.
+STAGE_BATCH = 8
+# Chunk results fetched per poll by a waiter: enough to keep up with many workers, little memory.
+FOLLOW_WINDOW = 8
+
+
+class JobState(StrEnum):
+    STAGING = "staging"  # the producer is still reading the input; nothing is queued yet (files)
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # finished, with failed chunks (their errors in the job's failed hash)
+    CANCELLED = "cancelled"
+    INVALID = "invalid"  # the input failed validation; nothing (files) or not all (streams) was scored
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.INVALID)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as its Redis hash holds it (counts are what the workers have reported so far)."""
+
+    id: str
+    state: JobState
+    source: str
+    format: str
+    created: float
+    model: str  # the pinned model ref ("3:1a2b..."), "" until pinned
+    chunk_size: int
+    total_chunks: int | None  # None while the producer is still reading
+    total_texts: int | None
+    blank_lines: int
+    chunks_done: int
+    chunks_failed: int
+    texts_done: int
+    compute_s: float
+    wait_s: float
+    first_started: float | None
+    finished_at: float | None
+    error: str
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: Mapping[Any, Any]) -> JobRecord:
+        h = {text(k): text(v) for k, v in raw.items()}
+
+        def opt_int(name: str) -> int | None:
+            return int(h[name]) if h.get(name) else None
+
+        def opt_float(name: str) -> float | None:
+            return float(h[name]) if h.get(name) else None
+
+        return cls(
+            id=job_id,
+            state=JobState(h.get("state", "queued")),
+            source=h.get("source", ""),
+            format=h.get("format", ""),
+            created=float(h.get("created", 0)),
+            model=h.get("model", ""),
+            chunk_size=int(h.get("chunk_size", 0)),
+            total_chunks=opt_int("total_chunks"),
+            total_texts=opt_int("total_texts"),
+            blank_lines=int(h.get("blank_lines", 0)),
+            chunks_done=int(h.get("chunks_done", 0)),
+            chunks_failed=int(h.get("chunks_failed", 0)),
+            texts_done=int(h.get("texts_done", 0)),
+            compute_s=float(h.get("compute_s", 0)),
+            wait_s=float(h.get("wait_s", 0)),
+            first_started=opt_float("first_started"),
+            finished_at=opt_float("finished_at"),
+            error=h.get("error", ""),
+        )
+
+    @property
+    def model_version(self) -> str:
+        return f"v{self.model.split(':', 1)[0]}" if self.model else "-"
+
+    @property
+    def texts_per_s(self) -> float:
+        if not self.first_started or not self.texts_done:
+            return 0.0
+        end = self.finished_at or time.time()
+        return self.texts_done / max(end - self.first_started, 1e-3)
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.texts_per_s
+        if self.total_texts is None or not rate or self.state.finished:
+            return None
+        return max(self.total_texts - self.texts_done, 0) / rate
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["state"] = self.state.value
+        d["model_version"] = self.model_version
+        d["texts_per_s"] = round(self.texts_per_s, 1)
+        d["eta_s"] = None if self.eta_s is None else round(self.eta_s, 1)
+        return d
+
+
+# Idempotent chunk completion: counts only the first time a chunk index is recorded, then finishes the job when
+# every chunk is accounted for. Results expire at the same instant as the job record (its remaining TTL).
+# KEYS: job, done, failed, output, input   ARGV: index, texts, compute_s, wait_s, now, output bytes
+_COMPLETE = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[4], ARGV[6], 'PX', ttl) else redis.call('SET', KEYS[4], ARGV[6]) end
+redis.call('DEL', KEYS[5])
+if redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'chunks_failed', -1) end
+redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+redis.call('HINCRBY', KEYS[1], 'texts_done', ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[4])
+redis.call('HSETNX', KEYS[1], 'first_started', ARGV[5])
+"""
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' then redis.call('HSET', KEYS[1], 'state', 'running') end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total_chunks'))
+if total and (state == 'queued' or state == 'running') then
+  local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'chunks_failed') or '0')
+  if done + failed >= total then
+    redis.call('HSET', KEYS[1], 'state', failed > 0 and 'failed' or 'done', 'finished_at', ARGV[5])
+  end
+end
+return 1
+"""
+)
+
+# Record a chunk failed (once), keeping its input so `sentq retry` can run it again.
+# KEYS: job, done, failed   ARGV: index, error, now
+_FAIL = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+if redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+local total = tonumber(redis.call('HGET', KEYS[1], 'total_chunks'))
+if total and (state == 'queued' or state == 'running') then
+  local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'chunks_failed') or '0')
+  if done + failed >= total then redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3]) end
+end
+return 1
+"""
+
+# The producer's last word: totals known, state queued, and finished at once if the workers were faster.
+# KEYS: job   ARGV: total_chunks, total_texts, blank_lines, now
+_SEAL = """
+redis.call('HSET', KEYS[1], 'total_chunks', ARGV[1], 'total_texts', ARGV[2], 'blank_lines', ARGV[3])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued'); state = 'queued' end
+if state == 'queued' or state == 'running' then
+  local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
+  local failed = tonumber(redis.call('HGET', KEYS[1], 'chunks_failed') or '0')
+  if done + failed >= tonumber(ARGV[1]) then
+    redis.call('HSET', KEYS[1], 'state', failed > 0 and 'failed' or 'done', 'finished_at', ARGV[4])
+  end
+end
+return 1
+"""
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def create(
+    client: redis.Redis, settings: Settings, *, source: TextSource, chunk_size: int, model_ref: str | None
+) -> str:
+    """Write the job record (before any chunk exists) and index it; returns the job id."""
+    job_id = new_job_id()
+    now = time.time()
+    record = {
+        "state": JobState.STAGING.value,
+        "source": source.name,
+        "format": source.format,
+        "created": f"{now:.3f}",
+        "chunk_size": chunk_size,
+        "model": model_ref or "",
+    }
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(keys.job(job_id), mapping=record)  # type: ignore[arg-type]
+    pipe.expire(keys.job(job_id), settings.result_expires_s)
+    pipe.zadd(keys.JOBS_INDEX, {job_id: now})
+    pipe.zremrangebyscore(keys.JOBS_INDEX, "-inf", now - settings.result_expires_s)
+    pipe.execute()
+    return job_id
+
+
+def encode_chunk(chunk: Chunk) -> bytes:
+    return json.dumps({"lines": chunk.lines, "texts": chunk.texts}, ensure_ascii=False).encode()
+
+
+def decode_chunk(raw: bytes) -> tuple[list[int], list[str]]:
+    data = json.loads(raw)
+    return data["lines"], data["texts"]
+
+
+def stage(
+    client: redis.Redis,
+    settings: Settings,
+    job_id: str,
+    source: TextSource,
+    *,
+    chunk_size: int,
+    publish: Callable[[list[int]], None],
+) -> JobRecord:
+    """Read ``source`` chunk by chunk into Redis and queue one task per chunk; returns the sealed record.
+
+    A file is validated whole while it is staged, and its chunks are queued only once every line passed, so a bad
+    file queues nothing. A stream (stdin) cannot be read twice: its chunks are queued as they are staged, and a bad
+    line part-way marks the job invalid (workers then skip what is left) instead of leaving it half-done.
+    """
+    staged: list[int] = []
+    pending: list[Chunk] = []
+    seen = 0
+
+    def flush() -> None:
+        pipe = client.pipeline(transaction=False)
+        for chunk in pending:
+            pipe.set(keys.chunk_input(job_id, chunk.index), encode_chunk(chunk), ex=settings.result_expires_s)
+        pipe.execute()
+        indexes = [chunk.index for chunk in pending]
+        pending.clear()
+        if source.is_stream:
+            publish(indexes)
+        else:
+            staged.extend(indexes)
+
+    try:
+        for chunk in source.chunks(chunk_size):
+            seen += 1
+            pending.append(chunk)
+            if len(pending) >= STAGE_BATCH:
+                flush()
+        if pending:
+            flush()
+    except InputError as exc:
+        mark_invalid(client, job_id, str(exc), staged_chunks=seen)
+        raise
+    client.eval(_SEAL, 1, keys.job(job_id), seen, source.texts, source.blank_lines, f"{time.time():.3f}")
+    if staged:
+        publish(staged)
+    return get(client, job_id)
+
+
+def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:
+    """The input failed validation: record why, stop workers, drop staged inputs."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(
+        keys.job(job_id),
+        mapping={"state": JobState.INVALID.value, "error": reason, "finished_at": f"{time.time():.3f}"},
+    )
+    for index in range(staged_chunks):
+        pipe.delete(keys.chunk_input(job_id, index))
+    pipe.execute()
+
+
+def get(client: redis.Redis, job_id: str) -> JobRecord:
+    """The job's record; JobNotFoundError if the id is unknown or its records expired."""
+    raw = client.hgetall(keys.job(job_id))
+    if not raw:
+        raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
+    return JobRecord.from_hash(job_id, raw)
+
+
+def recent(client: redis.Redis, settings: Settings, *, limit: int = 20) -> list[JobRecord]:
+    """The most recent jobs, newest first (two Redis round trips)."""
+    client.zremrangebyscore(keys.JOBS_INDEX, "-inf", time.time() - settings.result_expires_s)
+    ids = [text(raw) for raw in client.zrevrange(keys.JOBS_INDEX, 0, limit - 1)]  # type: ignore[arg-type]
+    pipe = client.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hgetall(keys.job(job_id))
+    return [JobRecord.from_hash(job_id, raw) for job_id, raw in zip(ids, pipe.execute(), strict=True) if raw]
+
+
+def failures(client: redis.Redis, job_id: str) -> dict[int, str]:
+    """Chunk index -> error, for the job's failed chunks."""
+    return {int(k): text(v) for k, v in client.hgetall(keys.job_failed(job_id)).items()}
+
+
+def cancel(client: redis.Redis, job_id: str) -> JobRecord:
+    """Flag the job cancelled: workers skip its queued chunks; running ones finish."""
+    record = get(client, job_id)
+    if not record.state.finished:
+        client.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": f"{time.time():.3f}"})
+    return get(client, job_id)
+
+
+def reopen_failed(client: redis.Redis, job_id: str) -> list[int]:
+    """Put a finished job's failed chunks back to be run again; returns their indexes (the caller queues them)."""
+    record = get(client, job_id)
+    failed = sorted(failures(client, job_id))
+    if not failed:
+        return []
+    missing = [i for i, there in zip(failed, _exists(client, job_id, failed), strict=True) if not there]
+    if missing:
+        raise JobNotFoundError(f"the inputs of chunks {missing} of job {job_id} expired; submit the file again")
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(keys.job_failed(job_id))
+    pipe.hdel(keys.job_deliveries(job_id), *[str(i) for i in failed])
+    pipe.hset(
+        keys.job(job_id),
+        mapping={
+            "state": JobState.RUNNING.value if record.chunks_done else "queued",
+            "chunks_failed": 0,
+            "finished_at": "",
+        },
+    )
+    pipe.execute()
+    return failed
+
+
+def _exists(client: redis.Redis, job_id: str, indexes: list[int]) -> list[bool]:
+    pipe = client.pipeline(transaction=False)
+    for index in indexes:
+        pipe.exists(keys.chunk_input(job_id, index))
+    return [bool(n) for n in pipe.execute()]
+
+
+# ----- worker side: what one chunk task does, without Celery -----
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What a worker needs to score one chunk, read in one Redis round trip."""
+
+    state: JobState | None  # None: the job expired or never existed
+    model: str
+    deliveries: int
+    done: bool
+    payload: bytes | None
+
+
+def claim(client: redis.Redis, job_id: str, index: int) -> ChunkWork:
+    """Read the job's state, the chunk's input and count this delivery (one pipelined round trip)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.job(job_id), ["state", "model"])
+    pipe.hincrby(keys.job_deliveries(job_id), str(index), 1)
+    pipe.sismember(keys.job_done(job_id), str(index))
+    pipe.get(keys.chunk_input(job_id, index))
+    (state, model), deliveries, done, payload = pipe.execute()
+    if state is None:
+        return ChunkWork(None, "", int(deliveries), bool(done), payload)
+    if deliveries == 1:
+        client.expire(keys.job_deliveries(job_id), max(int(client.ttl(keys.job(job_id))), 1))
+    return ChunkWork(JobState(state.decode()), (model or b"").decode(), int(deliveries), bool(done), payload)
+
+
+def pin_model(client: redis.Redis, job_id: str, ref: str) -> str:
+    """Pin ``ref`` on a job submitted before any model existed; the first chunk to get here decides."""
+    client.hsetnx(keys.job(job_id), "model", ref)
+    return text(client.hget(keys.job(job_id), "model") or ref)
+
+
+def complete(
+    client: redis.Redis, job_id: str, index: int, *, rows: bytes, texts: int, compute_s: float, wait_s: float
+) -> bool:
+    """Store the chunk's rows and count it done; False if it was already counted (a redelivery)."""
+    result = client.eval(
+        _COMPLETE,
+        5,
+        keys.job(job_id),
+        keys.job_done(job_id),
+        keys.job_failed(job_id),
+        keys.chunk_output(job_id, index),
+        keys.chunk_input(job_id, index),
+        index,
+        texts,
+        f"{compute_s:.6f}",
+        f"{wait_s:.6f}",
+        f"{time.time():.3f}",
+        rows,
+    )
+    return int(result) == 1
+
+
+def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
+    """Record the chunk failed with ``error`` (kept for `sentq status JOB`); its input stays for `sentq retry`."""
+    client.eval(
+        _FAIL,
+        3,
+        keys.job(job_id),
+        keys.job_done(job_id),
+        keys.job_failed(job_id),
+        index,
+        error[:2000],
+        f"{time.time():.3f}",
+    )
+
+
+def format_rows(lines: list[int], texts: list[str], probs: list[float], model: str) -> bytes:
+    """The job's output rows as JSONL, built in one pass (texts JSON-escaped by one C-level dumps of the list)."""
+    if not texts:
+        return b""
+    # json.dumps escapes every '"' inside a string, so '", "' only ever separates two list items.
+    escaped = json.dumps(texts, ensure_ascii=False)[2:-2].split('", "')
+    tail = f',"model":"{model}"}}\n'
+    parts = [
+        f'{{"line":{line},"text":"{text}","score":{p:.4f},"label":"{"positive" if p >= 0.5 else "negative"}"{tail}'
+        for line, text, p in zip(lines, escaped, probs, strict=True)
+    ]
+    return "".join(parts).encode()
+
+
+# ----- the waiter: progress and results in input order -----
+
+
+@dataclass
+class Progress:
+    """What a follower reports after each poll."""
+
+    record: JobRecord
+    chunks_written: int
+
+
+def follow(
+    client: redis.Redis,
+    job_id: str,
+    *,
+    timeout_s: float | None = None,
+    poll_s: float = 0.1,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Iterator[bytes]:
+    """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
+
+    Returns when every chunk is written or recorded failed; raises JobCancelledError if the job is cancelled,
+    JobTimeoutError past ``timeout_s``, JobNotFoundError if it expired. Each poll is one pipelined round trip.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    next_index = 0
+    failed: dict[int, str] = {}
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        for index in range(next_index, next_index + FOLLOW_WINDOW):
+            pipe.get(keys.chunk_output(job_id, index))
+        raw, *outputs = pipe.execute()
+        if not raw:
+            raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
+        record = JobRecord.from_hash(job_id, raw)
+        if record.chunks_failed and len(failed) < record.chunks_failed:
+            failed = failures(client, job_id)
+        moved = False
+        for output in outputs:
+            if record.total_chunks is not None and next_index >= record.total_chunks:
+                break
+            if output is not None:
+                yield output
+            elif next_index in failed:
+                pass  # its rows are missing; the job ends failed and `sentq status JOB` shows why
+            elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
+                raise JobNotFoundError(f"the results of chunk {next_index} of job {job_id} expired")
+            else:
+                break
+            next_index += 1
+            moved = True
+        if on_progress is not None:
+            on_progress(Progress(record, next_index))
+        if record.total_chunks is not None and next_index >= record.total_chunks:
+            return
+        if record.state == JobState.CANCELLED:
+            raise JobCancelledError(f"job {job_id} was cancelled ({record.texts_done} texts were scored)")
+        if record.state == JobState.INVALID:
+            raise InputError(f"job {job_id} stopped: {record.error}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobTimeoutError(
+                f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
+                f"it keeps running: reattach with `sentq wait {job_id}`"
+            )
+        if not moved:
+            time.sleep(poll_s)

@@ -1,0 +1,55 @@
+"""Every Redis key sentq uses, built here and nowhere else, all under the ``sentq:`` prefix."""
+
+from __future__ import annotations
+
+PREFIX = "sentq:"
+
+# Model registry. Artifacts never expire: a job pinned to a version must find it however long it queued.
+MODEL_SEQ = PREFIX + "model:seq"  # INCR gives the next version number
+MODEL_CURRENT = PREFIX + "model:current"  # the version new work is scored with
+MODEL_VERSIONS = PREFIX + "model:versions"  # hash: version -> metadata JSON
+MODEL_BOOTSTRAP_LOCK = PREFIX + "model:bootstrap-lock"  # only one process trains v1 on a fresh install
+DATASET_DEFAULT = PREFIX + "dataset:default"  # the default training set, so workers on other hosts need no files
+
+# Jobs. Every job key expires with result_expires_s, so records and results vanish together.
+JOBS_INDEX = PREFIX + "jobs"  # sorted set: job id scored by creation time, for `sentq status`
+WORKER_STATS = PREFIX + "workers"  # hash: worker hostname -> JSON (model loaded, tasks done), refreshed per task
+
+
+def model_artifact(version: int) -> str:
+    return f"{PREFIX}model:{version}:artifact"
+
+
+def retrain_data(token: str) -> str:
+    """Training data shipped by `sentq retrain --data` for a worker on another host; expires after a day."""
+    return f"{PREFIX}retrain-data:{token}"
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (source, counts, state, model version, timings)."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_done(job_id: str) -> str:
+    """Set of chunk indexes scored; SADD makes a redelivered chunk count once."""
+    return f"{PREFIX}job:{job_id}:done"
+
+
+def job_failed(job_id: str) -> str:
+    """Hash: chunk index -> error text of chunks recorded failed."""
+    return f"{PREFIX}job:{job_id}:failed"
+
+
+def job_deliveries(job_id: str) -> str:
+    """Hash: chunk index -> times delivered, so a chunk that keeps killing its process stops being retried."""
+    return f"{PREFIX}job:{job_id}:deliveries"
+
+
+def chunk_input(job_id: str, index: int) -> str:
+    """The chunk's texts and line numbers (JSON), staged by the producer; deleted once the chunk is scored."""
+    return f"{PREFIX}job:{job_id}:in:{index}"
+
+
+def chunk_output(job_id: str, index: int) -> str:
+    """The chunk's scored rows as JSONL bytes, written by the worker in input order."""
+    return f"{PREFIX}job:{job_id}:out:{index}"

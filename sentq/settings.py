@@ -1,0 +1,189 @@
+"""Settings: the only reader of the environment (``SENTQ_*``), validated into one frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sentq.errors import ConfigError
+
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# The repo's data/ directory (where `make setup` unpacks the training data) when installed in editable mode.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (safe to print and log)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def mask_secrets(text: str) -> str:
+    """Mask every URL password inside a free-form message (errors from libraries quote URLs)."""
+    return re.sub(r"([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, each field mirrored by a ``SENTQ_<NAME>`` environment variable."""
+
+    broker_url: str = DEFAULT_REDIS_URL
+    # None: the broker URL when it is Redis, else the default local Redis (job accounting lives in Redis).
+    result_backend: str | None = None
+    queue: str = "sentq"
+    retrain_queue: str = "sentq.retrain"
+    # Texts per task; 5,000 keeps per-task overhead (~2 ms) under a tenth of scoring time (bench/).
+    chunk_size: int = 5000
+    task_time_limit_s: int = 300
+    max_tasks_per_child: int = 100
+    # Results and job records expire together: three days to collect results after a job ends.
+    result_expires_s: int = 3 * 24 * 3600
+    retrain_schedule: str = "0 3 * * *"
+    # Must exceed the hard time limit, or a long chunk would be redelivered while it still runs.
+    visibility_timeout_s: int = 360
+    # A chunk delivered this many times without finishing (its process died each time) is recorded failed.
+    max_deliveries: int = 3
+    max_text_chars: int = 10_000
+    # A retrained model more than this much less accurate than the current one is not promoted without --force.
+    promote_margin: float = 0.02
+    connect_timeout_s: float = 3.0
+    data_dir: Path = field(default=DEFAULT_DATA_DIR)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        _check_url("SENTQ_BROKER_URL", self.broker_url, BROKER_SCHEMES)
+        if self.result_backend is not None:
+            _check_url("SENTQ_RESULT_BACKEND", self.result_backend, REDIS_SCHEMES)
+        for name in (
+            "chunk_size",
+            "task_time_limit_s",
+            "max_tasks_per_child",
+            "result_expires_s",
+            "visibility_timeout_s",
+            "max_deliveries",
+            "max_text_chars",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive whole number, got {getattr(self, name)}")
+        if self.chunk_size > 1_000_000:
+            raise ConfigError(f"SENTQ_CHUNK_SIZE must be at most 1000000, got {self.chunk_size}")
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            raise ConfigError(
+                f"SENTQ_VISIBILITY_TIMEOUT ({self.visibility_timeout_s}s) must be longer than "
+                f"SENTQ_TASK_TIME_LIMIT ({self.task_time_limit_s}s), or a running chunk would be delivered twice"
+            )
+        if not 0 <= self.promote_margin <= 1:
+            raise ConfigError(f"SENTQ_PROMOTE_MARGIN must be between 0 and 1, got {self.promote_margin}")
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(f"SENTQ_CONNECT_TIMEOUT must be positive, got {self.connect_timeout_s}")
+        if not self.queue or not self.retrain_queue:
+            raise ConfigError("SENTQ_QUEUE and SENTQ_RETRAIN_QUEUE must not be empty")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(
+                f"SENTQ_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``SENTQ_*`` variables (and keyword overrides, e.g. from CLI options) into validated settings."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"SENTQ_{_env_name(f.name)}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    @property
+    def backend_url(self) -> str:
+        """The Redis that holds results, job records and the model registry."""
+        if self.result_backend:
+            return self.result_backend
+        if urlsplit(self.broker_url).scheme in REDIS_SCHEMES:
+            return self.broker_url
+        return DEFAULT_REDIS_URL
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return urlsplit(self.broker_url).scheme in REDIS_SCHEMES
+
+    @property
+    def soft_time_limit_s(self) -> int:
+        """A soft limit a little before the hard one, so a slow chunk fails cleanly instead of being killed."""
+        return max(1, self.task_time_limit_s - max(1, self.task_time_limit_s // 20))
+
+
+_UNIT_SUFFIXES = ("_s",)
+
+
+def _env_name(field_name: str) -> str:
+    """``visibility_timeout_s`` -> ``VISIBILITY_TIMEOUT`` (units live in field names, not variable names)."""
+    for suffix in _UNIT_SUFFIXES:
+        if field_name.endswith(suffix):
+            field_name = field_name[: -len(suffix)]
+    return field_name.upper()
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    var = f"SENTQ_{_env_name(name)}"
+    shown = mask_secrets(raw)
+    if type_name == "int":
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{var} must be a whole number, got {shown!r}") from None
+    if type_name == "float":
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{var} must be a number, got {shown!r}") from None
+    if type_name == "Path":
+        return Path(raw).expanduser()
+    return raw.strip()
+
+
+def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
+    shown = mask_url(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"{var} is not a valid URL: {shown!r} ({exc})") from None
+    if parts.scheme not in schemes:
+        raise ConfigError(
+            f"{var} has unknown scheme {parts.scheme or '(none)'!r} in {shown!r}; use one of: " + ", ".join(schemes)
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"{var} has no host in {shown!r}; e.g. redis://localhost:6379/0")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{var} has a bad port in {shown!r}") from None

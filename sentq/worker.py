@@ -1,0 +1,262 @@
+"""The Celery app, configured from settings, and sentq's tasks (``celery -A sentq.worker worker`` runs them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections import OrderedDict
+from typing import Any
+
+import redis
+from celery import Celery, signals
+from kombu.entity import Queue
+
+from sentq import jobs, keys, registry, store
+from sentq.errors import ModelError, SentqError
+from sentq.model import SentimentModel
+from sentq.settings import Settings, mask_url
+
+log = logging.getLogger("sentq.worker")
+
+# Versions kept loaded per process: the current one plus a couple that pinned jobs may still need.
+MODEL_CACHE_SIZE = 3
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings carrying sentq's reliability promises (see DESIGN.md: why each one)."""
+    transport = {
+        # Longer than the hard time limit: a chunk is redelivered only when its worker really vanished.
+        "visibility_timeout": settings.visibility_timeout_s,
+        # A producer facing a dead broker gives up after ~1 s of retries instead of hanging.
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.3,
+        "interval_max": 0.5,
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "socket_timeout": max(settings.connect_timeout_s, 10.0),
+    }
+    return dict(
+        broker_url=settings.broker_url,
+        result_backend=settings.backend_url,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport if settings.broker_is_redis else {},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_timeout=settings.connect_timeout_s,
+        broker_connection_retry_on_startup=True,
+        redis_socket_connect_timeout=settings.connect_timeout_s,
+        redis_socket_timeout=max(settings.connect_timeout_s, 10.0),
+        redis_retry_on_timeout=True,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5},
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=settings.soft_time_limit_s,
+        worker_max_tasks_per_child=settings.max_tasks_per_child,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        result_expires=settings.result_expires_s,
+        task_default_queue=settings.queue,
+        task_queues=[Queue(settings.queue), Queue(settings.retrain_queue)],  # type: ignore[no-untyped-call]
+        task_routes={"sentq.retrain": {"queue": settings.retrain_queue}},
+        task_track_started=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+
+
+_client: redis.Redis | None = None
+_models: OrderedDict[str, SentimentModel] = OrderedDict()
+settings = Settings.from_env()
+app = Celery("sentq", set_as_current=True)
+app.conf.update(celery_config(settings))
+
+
+def configure(new: Settings) -> None:
+    """Point this process's app at other settings (tests, the HTTP API); tasks keep their names."""
+    global settings, _client
+    settings = new
+    app.conf.update(celery_config(new))
+    _client = None
+    _models.clear()
+
+
+def backend() -> redis.Redis:
+    """This process's client for the backend Redis (made after fork, never shared across processes)."""
+    global _client
+    if _client is None:
+        _client = store.connect(settings)
+    return _client
+
+
+def model_for(ref: str) -> SentimentModel:
+    """The model of version ``ref``, loaded at most once per process (small LRU of recent versions)."""
+    model = _models.get(ref)
+    if model is not None:
+        _models.move_to_end(ref)
+        return model
+    version = registry.ref_version(ref)
+    started = time.perf_counter()
+    model = registry.load(backend(), version)
+    if registry.ModelVersion.ref_for(version, model.sha256) != ref:
+        raise ModelError(f"model v{version} in the registry is not the one the job was pinned to ({ref})")
+    _models[ref] = model
+    while len(_models) > MODEL_CACHE_SIZE:
+        _models.popitem(last=False)
+    log.info(
+        "loaded model v%d (%d tokens) in %.0f ms in process %d",
+        version,
+        len(model.vocab),
+        (time.perf_counter() - started) * 1000,
+        os.getpid(),
+    )
+    return model
+
+
+def current_model() -> tuple[str, SentimentModel]:
+    """The registry's current version (one Redis GET) and its model, bootstrapping v1 on a fresh install."""
+    ref = registry.ensure_current(backend(), settings)
+    return ref, model_for(ref)
+
+
+def score_rows(model: SentimentModel, texts: list[str]) -> list[dict[str, Any]]:
+    """The seed tutorial's rows: text, score (4 decimals), label (positive iff p >= 0.5)."""
+    probs = model.predict_proba(texts).tolist()
+    return [
+        {"text": text, "score": round(p, 4), "label": "positive" if p >= 0.5 else "negative"}
+        for text, p in zip(texts, probs, strict=True)
+    ]
+
+
+@app.task(name="sentq.batch_score", time_limit=settings.task_time_limit_s, soft_time_limit=settings.soft_time_limit_s)
+def batch_score(texts: list[str]) -> list[dict[str, Any]]:
+    """Score a list of texts with the current model; returns the seed's row dicts (kept for API users)."""
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("sentq.batch_score takes one argument: a list of strings")
+    _, model = current_model()
+    return score_rows(model, texts)
+
+
+@app.task(name="sentq.retrain", time_limit=settings.task_time_limit_s, soft_time_limit=settings.soft_time_limit_s)
+def retrain() -> dict[str, Any]:
+    """Train on the default data, publish a new version and make it current."""
+    client = backend()
+    dataset = registry.default_dataset(client, settings)
+    model, metrics = registry.train_on(dataset)
+    meta = registry.publish(client, model, metrics=metrics, source=dataset.source, make_current=True)
+    _models[meta.ref] = model
+    return {
+        "status": "retrained",
+        "vocab_size": meta.vocab_size,
+        "accuracy": meta.accuracy,
+        "version": meta.version,
+        "n_train": meta.n_train,
+        "n_test": meta.n_test,
+    }
+
+
+@app.task(
+    name="sentq.score_chunk",
+    bind=True,
+    ignore_result=True,  # the rows go to the job's own result keys, not to Celery's result backend
+    autoretry_for=(redis.ConnectionError, redis.TimeoutError),  # a Redis hiccup is transient; anything else is not
+    retry_backoff=1,
+    retry_backoff_max=30,
+    retry_jitter=True,
+    max_retries=5,
+    time_limit=settings.task_time_limit_s,
+    soft_time_limit=settings.soft_time_limit_s,
+)
+def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None) -> str:
+    """Score chunk ``index`` of job ``job_id`` (texts staged in Redis); idempotent under redelivery."""
+    client = backend()
+    work = jobs.claim(client, job_id, index)
+    if work.state is None:
+        return "expired"
+    if work.done:
+        return "duplicate"
+    if work.state in (jobs.JobState.CANCELLED, jobs.JobState.INVALID):
+        return "skipped"
+    if work.deliveries > settings.max_deliveries:
+        jobs.fail(
+            client,
+            job_id,
+            index,
+            f"delivered {work.deliveries} times without finishing: its worker process "
+            "died each time (out of memory? killed?); see the worker logs, then `sentq retry`",
+        )
+        return "poison"
+    if work.payload is None:
+        jobs.fail(client, job_id, index, "the chunk's input is missing from Redis (expired or flushed)")
+        return "missing"
+    started = time.time()
+    try:
+        ref = work.model or jobs.pin_model(client, job_id, registry.ensure_current(client, settings))
+        model = model_for(ref)
+        lines, texts = jobs.decode_chunk(work.payload)
+        probs = model.predict_proba(texts).tolist()
+        rows = jobs.format_rows(lines, texts, probs, f"v{registry.ref_version(ref)}")
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise
+    except Exception as exc:  # any other failure is this chunk's: record it, keep the job going
+        jobs.fail(client, job_id, index, f"{type(exc).__name__}: {exc}")
+        raise
+    wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
+    jobs.complete(client, job_id, index, rows=rows, texts=len(texts), compute_s=time.time() - started, wait_s=wait_s)
+    client.hset(
+        keys.WORKER_STATS,
+        self.request.hostname or socket.gethostname(),
+        json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)}),
+    )
+    return "done"
+
+
+def publisher(queue: str | None = None) -> Any:
+    """A function that queues score_chunk tasks for a job, reusing one broker connection."""
+
+    def publish(job_id: str, indexes: list[int]) -> None:
+        now = time.time()
+        with app.producer_or_acquire() as producer:
+            for index in indexes:
+                score_chunk.apply_async(
+                    (job_id, index), {"sent_at": now}, producer=producer, queue=queue or settings.queue
+                )
+
+    return publish
+
+
+@signals.worker_init.connect
+def _bootstrap_model(**_: Any) -> None:
+    """Before forking, make sure a current model exists, so the first chunk does not wait for training."""
+    try:
+        ref = registry.ensure_current(backend(), settings)
+        log.info(
+            "sentq worker on %s: model v%s is current; backend %s",
+            socket.gethostname(),
+            ref,
+            mask_url(settings.backend_url),
+        )
+    except (SentqError, redis.RedisError) as exc:
+        log.error("could not prepare a model at start (will retry on first task): %s", exc)
+    finally:
+        global _client
+        _client = None  # never carry a connection across fork
+
+
+@signals.worker_process_init.connect
+def _warm_process(**_: Any) -> None:
+    """Each pool process opens its own connection and loads the current model once, before its first task."""
+    global _client
+    _client = None
+    _models.clear()
+    try:
+        current_model()
+    except (SentqError, redis.RedisError) as exc:
+        log.error("could not load the current model at process start: %s", exc)

@@ -1,0 +1,264 @@
+"""Fixtures: a real redis-server on a free loopback port in a temp dir, and real `sentq worker` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+SENTQ = [sys.executable, "-m", "sentq.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """A redis-server this test session started and owns (so tests may kill and restart it)."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    appendonly: bool = False
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run `make setup` (or `sudo apt-get install redis-server`)")
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=2)
+
+
+def base_env(url: str, **extra: str) -> dict[str, str]:
+    """The environment for a sentq subprocess aimed at the test Redis (no SENTQ_* from the caller leaks in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTQ_")}
+    env.update(SENTQ_BROKER_URL=url, SENTQ_DATA_DIR=str(REPO / "data"), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Worker:
+    """A real `sentq worker` subprocess (prefork), as an operator runs it."""
+
+    url: str
+    log_path: Path
+    name: str
+    concurrency: int = 2
+    env_extra: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 60) -> Worker:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        cmd = SENTQ + [
+            "worker",
+            "-c",
+            str(self.concurrency),
+            "-n",
+            self.name,
+            "-l",
+            "INFO",
+            "--",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            env=base_env(self.url, **self.env_extra),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
+            if b"ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker did not become ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def pool_pids(self) -> list[int]:
+        """The prefork child processes (the ones that run tasks)."""
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            except ProcessLookupError:
+                pass
+        self.proc = None
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SENTQ_* setting of the developer's shell reaches a test."""
+    for name in list(os.environ):
+        if name.startswith("SENTQ_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="sentq-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_root: Path) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests that kill Redis make their own."""
+    directory = tmp_root / "redis-session"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_state(redis_server: RedisServer) -> dict[bytes, bytes]:
+    """The registry and default data set after the first bootstrap (training once per session, not per test)."""
+    from sentq import registry
+    from sentq.settings import Settings
+
+    client = redis_server.client()
+    client.flushdb()
+    settings = Settings.from_env({"SENTQ_BROKER_URL": redis_server.url, "SENTQ_DATA_DIR": str(REPO / "data")})
+    registry.ensure_current(client, settings)
+    return {key: client.dump(key) for key in client.keys("sentq:*")}  # type: ignore[misc]
+
+
+def restore(client: redis.Redis, state: dict[bytes, bytes]) -> None:
+    for key, dumped in state.items():
+        client.restore(key, 0, dumped, replace=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer, model_state: dict[bytes, bytes]) -> Iterator[str]:
+    """The session Redis, flushed around the test, with the bootstrapped model v1 in place."""
+    client = redis_server.client()
+    client.flushdb()
+    restore(client, model_state)
+    yield redis_server.url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def session_worker(redis_server: RedisServer, tmp_root: Path, model_state: dict[bytes, bytes]) -> Iterator[Worker]:
+    """One 2-process worker for the session, on the session Redis."""
+    worker = Worker(redis_server.url, tmp_root / "worker-session.log", name="session@%h")
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(session_worker: Worker, redis_url: str) -> Iterator[Worker]:
+    """The session worker, alive, on a freshly flushed Redis."""
+    if session_worker.proc is None or session_worker.proc.poll() is not None:
+        pytest.fail(f"the session worker died:\n{session_worker.output()}")
+    yield session_worker
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Any]:
+    """sentq's Celery app in this process, pointed at the test Redis (a client, not a worker)."""
+    from sentq import worker as worker_module
+    from sentq.settings import Settings
+
+    old = worker_module.settings
+    worker_module.configure(Settings.from_env({"SENTQ_BROKER_URL": redis_url, "SENTQ_DATA_DIR": str(REPO / "data")}))
+    try:
+        yield worker_module.app
+    finally:
+        worker_module.configure(old)
+
+
+def run_sentq(
+    args: list[str], url: str, *, input: bytes | None = None, timeout: float = 120, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the sentq CLI as a user would, in a subprocess aimed at ``url``."""
+    proc = subprocess.run(
+        SENTQ + args, env=base_env(url, **env), input=input, capture_output=True, timeout=timeout, cwd=cwd
+    )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )

@@ -1,0 +1,284 @@
+"""Jobs from the terminal: `sentq submit / wait / status / cancel / retry`, real Redis and real workers."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import RedisServer, Worker, free_port, run_sentq
+
+
+def rows_of(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def no_work_queued(url: str, queue: str = "sentq") -> bool:
+    client = redis.Redis.from_url(url)
+    return client.llen(queue) == 0 and not client.keys("sentq:job:*:in:*")
+
+
+def test_submit_then_wait_csv_output(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "texts.txt"
+    src.write_text("great product\n\n   \nawful service\nit is fine, I guess\n")
+    sub = run_sentq(["submit", str(src), "--chunk-size", "2"], redis_url)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip()
+    assert len(job) == 12 and job.isalnum()  # stdout is not a terminal: the id alone
+
+    out = tmp_path / "rows.csv"
+    waited = run_sentq(["wait", job, "-o", str(out)], redis_url)
+    assert waited.returncode == 0, waited.stderr
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["line"] for r in rows] == ["1", "4", "5"]
+    assert [r["text"] for r in rows] == ["great product", "awful service", "it is fine, I guess"]
+    assert [r["label"] for r in rows[:2]] == ["positive", "negative"]
+    assert {r["model"] for r in rows} == {"v1"}
+
+    status = run_sentq(["status", job, "--json"], redis_url)
+    assert status.returncode == 0, status.stderr
+    record = json.loads(status.stdout)
+    assert (record["state"], record["total_texts"], record["texts_done"]) == ("done", 3, 3)
+    assert (record["total_chunks"], record["chunks_done"], record["blank_lines"]) == (2, 2, 2)
+    listing = json.loads(run_sentq(["status", "--json"], redis_url).stdout)
+    assert [j["id"] for j in listing] == [job]
+    human = run_sentq(["status", job], redis_url)
+    assert "done" in human.stdout and "3 of 3" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "args", "texts", "lines"),
+    [
+        (
+            "q.csv",
+            'id,review\n1,"great product"\n2,"awful\nservice"\n3,fine\n',
+            ["--column", "review"],
+            ["great product", "awful\nservice", "fine"],
+            [2, 3, 5],
+        ),
+        ("q.tsv", "id\ttext\n1\tgreat product\n2\tawful service\n", [], ["great product", "awful service"], [2, 3]),
+        (
+            "q.jsonl",
+            '{"body": "great product"}\n\n{"body": "awful service ☹"}\n',
+            ["--field", "body"],
+            ["great product", "awful service ☹"],
+            [1, 3],
+        ),
+    ],
+)
+def test_formats(
+    worker: Worker,
+    redis_url: str,
+    tmp_path: Path,
+    name: str,
+    content: str,
+    args: list[str],
+    texts: list[str],
+    lines: list[int],
+) -> None:
+    src = tmp_path / name
+    src.write_text(content)
+    proc = run_sentq(["submit", str(src), "--wait", *args], redis_url)
+    assert proc.returncode == 0, proc.stderr
+    rows = rows_of(proc.stdout)
+    assert [r["text"] for r in rows] == texts
+    assert [r["line"] for r in rows] == lines
+
+
+def test_gzip_and_stdin(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "t.txt.gz"
+    src.write_bytes(gzip.compress(b"great product\nawful service\n"))
+    proc = run_sentq(["submit", str(src), "--wait"], redis_url)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["label"] for r in rows_of(proc.stdout)] == ["positive", "negative"]
+
+    proc = run_sentq(["submit", "-", "--wait", "--chunk-size", "1"], redis_url, input=b"awful service\ngreat product\n")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["label"] for r in rows_of(proc.stdout)] == ["negative", "positive"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "args", "words"),
+    [
+        ("bad.txt", b"ok\nfine\n\xff\xfe broken\n", [], ["bad.txt", "line 3", "UTF-8"]),
+        ("bad.jsonl", b'{"text": "a"}\n{"text": \n', [], ["bad.jsonl", "line 2", "JSON"]),
+        ("bad.jsonl", b'{"body": "a"}\n', [], ["line 1", "text", "body", "--field"]),
+        ("bad.csv", b"id,body\n1,hello\n", ["--column", "review"], ["bad.csv", "review", "body", "--column"]),
+        ("bin.txt", b"\x00\x01\x02PNG" * 10, [], ["bin.txt", "binary"]),
+        ("empty.txt", b"", [], ["empty.txt", "no texts"]),
+        ("long.txt", b"short\n" + b"x" * 20001 + b"\n", [], ["long.txt", "line 2", "limit"]),
+    ],
+)
+def test_bad_input_exit_2_nothing_queued(
+    redis_url: str, tmp_path: Path, name: str, content: bytes, args: list[str], words: list[str]
+) -> None:
+    src = tmp_path / name
+    src.write_bytes(content)
+    proc = run_sentq(["submit", str(src), *args], redis_url)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    for word in words:
+        assert word in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert no_work_queued(redis_url)
+
+
+def test_missing_file(redis_url: str, tmp_path: Path) -> None:
+    proc = run_sentq(["submit", str(tmp_path / "nope.txt")], redis_url)
+    assert proc.returncode == 2
+    assert "nope.txt" in proc.stderr
+
+
+def test_stdin_failing_part_way_marks_the_job_invalid(redis_url: str) -> None:
+    lines = b"".join(b"text %d\n" % i for i in range(50)) + b"\xff bad\n"
+    proc = run_sentq(["submit", "-", "--chunk-size", "10"], redis_url, input=lines)
+    assert proc.returncode == 2
+    assert "line 51" in proc.stderr
+    listing = json.loads(run_sentq(["status", "--json"], redis_url).stdout)
+    assert listing[0]["state"] == "invalid"
+    assert "line 51" in listing[0]["error"]
+
+
+def test_200k_lines_every_line_once_in_order(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "big.txt"
+    with open(src, "w") as f:
+        for i in range(200_000):
+            f.write(f"review {i} was {'great' if i % 3 else 'awful'}\n")
+    out = tmp_path / "big.jsonl"
+    proc = run_sentq(["submit", str(src), "--wait", "-o", str(out), "--chunk-size", "5000"], redis_url, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    count = 0
+    with open(out) as f:
+        for i, raw in enumerate(f):
+            row = json.loads(raw)
+            assert row["line"] == i + 1
+            assert row["text"] == f"review {i} was {'great' if i % 3 else 'awful'}"
+            count += 1
+    assert count == 200_000
+
+
+def test_wait_timeout_exit_4_and_cancel_exit_5(redis_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n" * 10)
+    env = {"SENTQ_QUEUE": "nobody-listens"}
+    job = run_sentq(["submit", str(src)], redis_url, **env).stdout.strip()
+    waited = run_sentq(["wait", job, "--timeout", "1"], redis_url, **env)
+    assert waited.returncode == 4, waited.stderr
+    assert f"sentq wait {job}" in waited.stderr
+    cancelled = run_sentq(["cancel", job], redis_url, **env)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stderr
+    waited = run_sentq(["wait", job], redis_url, **env)
+    assert waited.returncode == 5, waited.stderr
+
+
+def test_cancelled_chunks_are_skipped_by_workers(redis_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n" * 100)
+    queue = "cancel-q"
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, SENTQ_QUEUE=queue).stdout.strip()
+    run_sentq(["cancel", job], redis_url, SENTQ_QUEUE=queue)
+    w = Worker(redis_url, tmp_path / "w.log", name="cancel@%h", env_extra={"SENTQ_QUEUE": queue}).start()
+    try:
+        client = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 20
+        while client.llen(queue) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        record = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+        assert record["state"] == "cancelled"
+        assert record["texts_done"] == 0
+    finally:
+        w.stop()
+
+
+def test_failed_chunk_then_retry(redis_url: str, tmp_path: Path) -> None:
+    """A chunk whose input is corrupt fails with its error; the others finish; `retry` re-runs only it."""
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"great product {i}\n" for i in range(30)))
+    queue = "retry-q"
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, SENTQ_QUEUE=queue).stdout.strip()
+    client = redis.Redis.from_url(redis_url)
+    key = f"sentq:job:{job}:in:1"
+    good = client.get(key)
+    client.set(key, b"{not json")
+    w = Worker(redis_url, tmp_path / "w.log", name="retry@%h", env_extra={"SENTQ_QUEUE": queue}).start()
+    try:
+        waited = run_sentq(["wait", job], redis_url, SENTQ_QUEUE=queue)
+        assert waited.returncode == 1, waited.stderr
+        assert [r["line"] for r in rows_of(waited.stdout)] == list(range(1, 11)) + list(range(21, 31))
+        assert "1 failed chunk" in waited.stderr and f"sentq retry {job}" in waited.stderr
+        status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+        assert status["state"] == "failed" and "JSONDecodeError" in status["failures"]["1"]
+
+        client.set(key, good)
+        retried = run_sentq(["retry", job], redis_url, SENTQ_QUEUE=queue)
+        assert retried.returncode == 0 and "1 failed chunk" in retried.stderr
+        waited = run_sentq(["wait", job], redis_url, SENTQ_QUEUE=queue)
+        assert waited.returncode == 0, waited.stderr
+        assert [r["line"] for r in rows_of(waited.stdout)] == list(range(1, 31))
+    finally:
+        w.stop()
+
+
+def test_broker_down_exit_3_fast(tmp_path: Path) -> None:
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n")
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    for args in (["submit", str(src)], ["status"], ["wait", "abc"], ["workers"]):
+        started = time.monotonic()
+        proc = run_sentq(args, url)
+        assert proc.returncode == 3, (args, proc.stderr)
+        assert time.monotonic() - started < 15  # generous: interpreter start on a loaded CI box
+        assert "hunter2" not in proc.stderr and "***" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_unknown_and_expired_jobs(redis_url: str, tmp_path: Path) -> None:
+    proc = run_sentq(["wait", "doesnotexist"], redis_url)
+    assert proc.returncode == 2 and "doesnotexist" in proc.stderr
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n")
+    job = run_sentq(["submit", str(src)], redis_url, SENTQ_RESULT_EXPIRES="1", SENTQ_QUEUE="q-exp").stdout.strip()
+    time.sleep(2.2)
+    proc = run_sentq(["status", job], redis_url)
+    assert proc.returncode == 2 and "expired" in proc.stderr
+
+
+def test_workers_lists_the_live_worker(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n")
+    assert run_sentq(["submit", str(src), "--wait"], redis_url).returncode == 0
+    proc = run_sentq(["workers", "--json"], redis_url)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    mine = [w for w in data["workers"] if w["name"].startswith("session@")]
+    assert mine and mine[0]["concurrency"] == 2 and mine[0]["model"] == "v1"
+    assert data["queues"]["sentq"] == 0
+
+
+@pytest.mark.slow
+def test_worker_reconnects_after_redis_restart(tmp_path: Path) -> None:
+    """Redis (append-only, as sentq runs it) restarts between two jobs; the worker reconnects by itself."""
+    server = RedisServer(tmp_path, appendonly=True)
+    server.start()
+    w = Worker(server.url, tmp_path / "w.log", name="restart@%h")
+    try:
+        w.start()
+        src = tmp_path / "t.txt"
+        src.write_text("great product\nawful service\n")
+        assert run_sentq(["submit", str(src), "--wait"], server.url).returncode == 0
+        server.stop()
+        down = run_sentq(["status"], server.url)
+        assert down.returncode == 3
+        server.start()
+        proc = run_sentq(["submit", str(src), "--wait", "--timeout", "60"], server.url)
+        assert proc.returncode == 0, proc.stderr + w.output()
+        assert [r["label"] for r in rows_of(proc.stdout)] == ["positive", "negative"]
+    finally:
+        w.stop()
+        server.stop()

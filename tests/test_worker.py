@@ -1,0 +1,161 @@
+"""The Celery app and tasks, through a real Redis and a real `sentq worker` subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Worker, base_env
+
+
+def run_python(code: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter, as a user's script would, aimed at the test Redis."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=base_env(url),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_seed_snippet(worker: Worker, redis_url: str) -> None:
+    proc = run_python(
+        """
+        import json, time
+        from sentq.worker import batch_score
+        started = time.perf_counter()
+        rows = batch_score.delay(["great product", "awful service"]).get(timeout=10)
+        print(json.dumps({"rows": rows, "ms": (time.perf_counter() - started) * 1000}))
+        """,
+        redis_url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["rows"]
+    assert [set(r) for r in rows] == [{"text", "score", "label"}] * 2
+    assert [r["text"] for r in rows] == ["great product", "awful service"]
+    assert [r["label"] for r in rows] == ["positive", "negative"]
+    for r in rows:
+        assert isinstance(r["score"], float) and 0 <= r["score"] <= 1
+        assert round(r["score"], 4) == r["score"]
+        assert (r["score"] >= 0.5) == (r["label"] == "positive")
+
+
+def test_batch_score_in_process_client(worker: Worker, app: Any) -> None:
+    from sentq.worker import batch_score
+
+    rows = batch_score.delay(["I love it", "I hate it", ""]).get(timeout=10)
+    assert [r["label"] for r in rows[:2]] == ["positive", "negative"]
+    assert rows[2]["text"] == ""
+
+
+def test_retrain_publishes_a_new_version(worker: Worker, app: Any, redis_url: str) -> None:
+    from sentq import registry
+    from sentq.worker import batch_score, retrain
+
+    result = retrain.delay().get(timeout=120)
+    assert result["status"] == "retrained"
+    assert result["vocab_size"] > 1000
+    assert result["accuracy"] > 0.75
+    assert result["version"] == 2
+    client = app.backend.client
+    assert registry.ref_version(registry.current(client)) == 2
+    assert batch_score.delay(["great product"]).get(timeout=10)[0]["label"] == "positive"
+
+
+def test_worker_follows_a_new_current_version(worker: Worker, app: Any) -> None:
+    """A model trained on flipped labels, made current, flips the next batch's labels."""
+    from sentq import registry
+    from sentq.model import SentimentModel
+    from sentq.worker import batch_score
+
+    client = app.backend.client
+    texts = ["good great love excellent", "bad awful hate terrible"] * 20
+    flipped = SentimentModel().fit(texts, [0, 1] * 20)
+    before = batch_score.delay(["great product"]).get(timeout=10)[0]["label"]
+    registry.publish(
+        client, flipped, metrics={"accuracy": 0.5, "n_train": 40, "n_test": 0}, source="test", make_current=True
+    )
+    after = batch_score.delay(["great product"]).get(timeout=10)[0]["label"]
+    assert (before, after) == ("positive", "negative")
+
+
+def test_celery_inspect_ping(worker: Worker, redis_url: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "sentq.worker", "inspect", "ping", "-t", "5"],
+        env=base_env(redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pong" in proc.stdout
+
+
+def test_plain_celery_client_sends_by_name(worker: Worker, redis_url: str) -> None:
+    proc = run_python(
+        f"""
+        import json, sys
+        from celery import Celery
+        client = Celery(broker={redis_url!r}, backend={redis_url!r})
+        client.conf.task_default_queue = "sentq"
+        rows = client.send_task("sentq.batch_score", args=[["great product", "awful service"]]).get(timeout=10)
+        assert "sentq" not in sys.modules, "the client must not import sentq"
+        print(json.dumps(rows))
+        """,
+        redis_url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["label"] for r in json.loads(proc.stdout)] == ["positive", "negative"]
+
+
+def test_pickle_message_is_refused_and_never_deserialized(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    proc = run_python(
+        f"""
+        import os, pickle
+        from kombu import Connection, Exchange, Producer, Queue
+
+        class Payload:
+            def __reduce__(self):
+                return (os.system, ("touch {marker}",))
+
+        with Connection({redis_url!r}) as conn:
+            producer = Producer(conn.channel(), exchange=Exchange("sentq", type="direct"), routing_key="sentq")
+            body = pickle.dumps(((Payload(),), {{}}, {{}}))
+            producer.publish(body, content_type="application/x-python-serialize", content_encoding="binary",
+                             headers={{"task": "sentq.batch_score", "id": "evil-1", "lang": "py", "argsrepr": "",
+                                      "kwargsrepr": "", "origin": "test"}},
+                             declare=[Queue("sentq", Exchange("sentq", type="direct"), routing_key="sentq")])
+        print("sent")
+        """,
+        redis_url,
+    )
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "evil-1" not in worker.output() and "untrusted" not in worker.output():
+        time.sleep(0.2)
+    assert "untrusted content" in worker.output() or "Refusing" in worker.output(), worker.output()
+    assert not marker.exists()
+    # and the worker still serves
+    proc = run_python(
+        "from sentq.worker import batch_score; print(batch_score.delay(['great product']).get(timeout=10))",
+        redis_url,
+    )
+    assert proc.returncode == 0 and "positive" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["worker", "--help"], ["version"]])
+def test_cli_help(args: list[str], redis_url: str) -> None:
+    from tests.conftest import run_sentq
+
+    proc = run_sentq(args, redis_url)
+    assert proc.returncode == 0, proc.stderr
+    assert "sentq" in proc.stdout.lower() or "worker" in proc.stdout.lower()
