@@ -30,6 +30,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = {
         # Longer than the hard time limit: a chunk is redelivered only when its worker really vanished.
         "visibility_timeout": settings.visibility_timeout_s,
+        # Kombu sweeps for expired unacked messages every interval x throttle seconds (100 s by default); one
+        # cheap ZRANGE every few seconds brings a vanished worker's chunk back soon after the visibility timeout.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+        "unacked_restore_throttle": 1,
         # A producer facing a dead broker gives up after ~1 s of retries instead of hanging.
         "max_retries": 2,
         "interval_start": 0,

@@ -1,0 +1,89 @@
+"""Fault injection: worker processes and whole workers killed mid-chunk (slow: real kills, real redelivery)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import Worker, run_sentq
+
+pytestmark = pytest.mark.slow
+
+
+def write_texts(path: Path, n: int) -> None:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(f"text number {i} is rather good and not bad at all\n")
+
+
+def deliveries(client: redis.Redis, job: str, index: int = 0) -> int:
+    return int(client.hget(f"sentq:job:{job}:deliveries", str(index)) or 0)
+
+
+def test_poison_chunk_is_recorded_failed_after_max_deliveries(redis_url: str, tmp_path: Path) -> None:
+    """A chunk whose worker process dies every time it runs it stops being redelivered after N deliveries."""
+    src = tmp_path / "big.txt"
+    write_texts(src, 300_000)
+    env = {"SENTQ_QUEUE": "poison-q", "SENTQ_MAX_DELIVERIES": "2"}
+    job = run_sentq(["submit", str(src), "--chunk-size", "300000"], redis_url, **env).stdout.strip()
+    client = redis.Redis.from_url(redis_url)
+    w = Worker(redis_url, tmp_path / "w.log", name="poison@%h", env_extra=env).start()
+    try:
+        killed = 0
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            state = client.hget(f"sentq:job:{job}", "state")
+            if state in (b"failed", b"done"):
+                break
+            if deliveries(client, job) > killed and killed < 2:
+                time.sleep(0.2)  # the process is now decoding/scoring the chunk
+                for pid in w.pool_pids():
+                    os.kill(pid, signal.SIGKILL)
+                killed += 1
+            time.sleep(0.02)
+        status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+        assert status["state"] == "failed", (status, w.output())
+        assert "delivered 3 times" in status["failures"]["0"]
+        waited = run_sentq(["wait", job], redis_url, **env)
+        assert waited.returncode == 1
+        assert w.proc is not None and w.proc.poll() is None  # the worker itself survived
+    finally:
+        w.stop()
+
+
+def test_worker_host_vanishes_mid_job_nothing_lost(redis_url: str, tmp_path: Path) -> None:
+    """A whole worker SIGKILLed mid-chunk: after the visibility timeout another worker redoes the chunk."""
+    src = tmp_path / "t.txt"
+    write_texts(src, 400_000)
+    env = {"SENTQ_QUEUE": "vanish-q", "SENTQ_VISIBILITY_TIMEOUT": "8", "SENTQ_TASK_TIME_LIMIT": "6"}
+    job = run_sentq(["submit", str(src), "--chunk-size", "100000"], redis_url, **env).stdout.strip()
+    client = redis.Redis.from_url(redis_url)
+    first = Worker(redis_url, tmp_path / "w1.log", name="doomed@%h", env_extra=env, concurrency=1).start()
+    try:
+        deadline = time.monotonic() + 30
+        while deliveries(client, job) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert first.proc is not None
+        os.killpg(first.proc.pid, signal.SIGKILL)  # the host vanished: no ack, no reject, nothing
+        first.proc.wait()
+    finally:
+        first.stop()
+    second = Worker(redis_url, tmp_path / "w2.log", name="rescuer@%h", env_extra=env).start()
+    try:
+        out = tmp_path / "rows.jsonl"
+        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", "90"], redis_url, timeout=120, **env)
+        assert waited.returncode == 0, waited.stderr + second.output()
+        with open(out) as f:
+            lines = [json.loads(raw)["line"] for raw in f]
+        assert lines == list(range(1, 400_001))
+        status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+        assert (status["chunks_done"], status["texts_done"]) == (4, 400_000)  # the redone chunk counted once
+    finally:
+        second.stop()
