@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from kombu.exceptions import OperationalError
 
 from sentq import jobs, keys, registry, store
 from sentq.errors import BrokerUnavailableError
@@ -72,8 +71,6 @@ def submit(
         )
     except redis.RedisError as exc:
         raise store.unavailable(settings.backend_url, exc) from None
-    except OperationalError as exc:
-        raise store.unavailable(settings.broker_url, exc) from None
 
 
 def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, str]]:

@@ -42,7 +42,7 @@ def duration(seconds: float | None) -> str:
 def percent(record: JobRecord) -> str:
     if not record.total_texts:
         return "-" if record.total_texts is None else "100%"
-    return f"{100 * record.texts_done / record.total_texts:.0f}%"
+    return f"{100 * record.texts_done // record.total_texts}%"  # floor: 100% only when all are done
 
 
 def print_jobs(console: Console, records: list[JobRecord]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 from kombu.entity import Queue
+from kombu.exceptions import OperationalError
 
 from sentq import jobs, keys, registry, store
 from sentq.errors import ModelError, SentqError
@@ -227,11 +228,14 @@ def publisher(queue: str | None = None) -> Any:
 
     def publish(job_id: str, indexes: list[int]) -> None:
         now = time.time()
-        with app.producer_or_acquire() as producer:
-            for index in indexes:
-                score_chunk.apply_async(
-                    (job_id, index), {"sent_at": now}, producer=producer, queue=queue or settings.queue
-                )
+        try:
+            with app.producer_or_acquire() as producer:
+                for index in indexes:
+                    score_chunk.apply_async(
+                        (job_id, index), {"sent_at": now}, producer=producer, queue=queue or settings.queue
+                    )
+        except OperationalError as exc:  # kombu's word for "the broker is gone", after its bounded retries
+            raise store.unavailable(settings.broker_url, exc) from None
 
     return publish
 

@@ -213,7 +213,7 @@ def test_failed_chunk_then_retry(redis_url: str, tmp_path: Path) -> None:
         assert [r["line"] for r in rows_of(waited.stdout)] == list(range(1, 11)) + list(range(21, 31))
         assert "1 failed chunk" in waited.stderr and f"sentq retry {job}" in waited.stderr
         status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
-        assert status["state"] == "failed" and "JSONDecodeError" in status["failures"]["1"]
+        assert status["state"] == "failed" and "not a staged sentq chunk" in status["failures"]["1"]
 
         client.set(key, good)
         retried = run_sentq(["retry", job], redis_url, SENTQ_QUEUE=queue)
@@ -282,3 +282,47 @@ def test_worker_reconnects_after_redis_restart(tmp_path: Path) -> None:
     finally:
         w.stop()
         server.stop()
+
+
+RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def rabbit_answers() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not rabbit_answers(), reason="no RabbitMQ answers on 127.0.0.1:5672 (the amqp broker test)")
+def test_rabbitmq_broker_with_redis_results(redis_url: str, tmp_path: Path) -> None:
+    """RabbitMQ as the broker, our Redis for jobs and results; queues named per run and deleted after."""
+    import uuid
+
+    from kombu import Connection
+
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "SENTQ_RESULT_BACKEND": redis_url,
+        "SENTQ_QUEUE": f"sentq-test-{suffix}",
+        "SENTQ_RETRAIN_QUEUE": f"sentq-test-retrain-{suffix}",
+    }
+    w = Worker(RABBIT, tmp_path / "w.log", name=f"amqp-{suffix}@%h", env_extra=env)
+    try:
+        w.start()
+        src = tmp_path / "t.txt"
+        src.write_text("great product\nawful service\n" * 500)
+        proc = run_sentq(["submit", str(src), "--wait", "--chunk-size", "100"], RABBIT, **env)
+        assert proc.returncode == 0, proc.stderr + w.output()
+        rows = rows_of(proc.stdout)
+        assert len(rows) == 1000 and [r["label"] for r in rows[:2]] == ["positive", "negative"]
+        assert "guest:guest" not in proc.stderr + w.output()
+    finally:
+        w.stop()
+        with Connection(RABBIT, connect_timeout=3) as conn:
+            channel = conn.channel()
+            for queue in (env["SENTQ_QUEUE"], env["SENTQ_RETRAIN_QUEUE"]):
+                channel.queue_delete(queue)
