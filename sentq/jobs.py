@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -10,7 +12,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import numpy as np
 import redis
 
 from sentq import keys
@@ -221,13 +222,21 @@ def create(
 _BINARY, _JSON, _RS = b"SQB1", b"SQJ1", "\x1e"
 
 
+def _u32(values: list[int]) -> array.array[int]:
+    """Little-endian uint32s (stdlib array, not numpy: `sentq status` should not pay numpy's import)."""
+    packed = array.array("I", values)  # 4 bytes on every platform CPython supports today
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed
+
+
 def encode_chunk(chunk: Chunk) -> bytes:
     """The chunk as staged in Redis for a worker."""
     joined = _RS.join(chunk.texts)
     if joined.count(_RS) != max(len(chunk.texts) - 1, 0):
         return _JSON + json.dumps({"lines": chunk.lines, "texts": chunk.texts}, ensure_ascii=False).encode()
     count = len(chunk.texts).to_bytes(4, "little")
-    return _BINARY + count + np.asarray(chunk.lines, dtype="<u4").tobytes() + joined.encode()
+    return _BINARY + count + _u32(chunk.lines).tobytes() + joined.encode()
 
 
 def decode_chunk(raw: bytes) -> tuple[list[int], list[str]]:
@@ -239,7 +248,11 @@ def decode_chunk(raw: bytes) -> tuple[list[int], list[str]]:
     if magic != _BINARY:
         raise ValueError("not a staged sentq chunk (unknown format)")
     count = int.from_bytes(raw[4:8], "little")
-    lines: list[int] = np.frombuffer(raw, dtype="<u4", count=count, offset=8).tolist()
+    packed = _u32([])
+    packed.frombytes(raw[8 : 8 + 4 * count])
+    if sys.byteorder == "big":
+        packed.byteswap()
+    lines: list[int] = packed.tolist()
     texts = raw[8 + 4 * count :].decode().split(_RS) if count else []
     if len(texts) != count:
         raise ValueError(f"staged chunk is corrupt: {len(texts)} texts for {count} line numbers")
