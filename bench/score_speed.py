@@ -6,6 +6,7 @@ Run as ``OPENBLAS_NUM_THREADS=1 python bench/score_speed.py [--chunks N] [--repe
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -70,8 +71,11 @@ def main() -> None:
 
     ours = best_rate(model.predict_proba, chunks, args.repeats)
     theirs = best_rate(lambda texts: baseline.predict_proba(texts)[:, 1], chunks, args.repeats)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"trained on {len(ds.texts)} texts in {fit_s:.1f}s; vocab {len(model.vocab)}; {args.chunks} chunks of {CHUNK}"
+        f"trained on {len(ds.texts)} texts in {fit_s:.1f}s; vocab {len(model.vocab)}; {args.chunks} chunks of {CHUNK}; "
+        f"best of {args.repeats}; load average {load} on {os.cpu_count()} CPUs (the machine is shared: compare runs "
+        "made side by side)"
     )
     print(f"{'scorer':<44}{'texts/s':>12}{'ratio':>8}")
     print(f"{'sentq SentimentModel.predict_proba (numpy)':<44}{ours:>12,.0f}{ours / theirs:>8.2f}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import random
 import zipfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from sentq.dataset import Dataset, decode_dataset, encode_dataset, load_dataset
 from sentq.errors import DatasetMissingError, ModelError
-from sentq.model import SentimentModel, train
+from sentq.model import _EMOTICON_TEXT, _TOKEN_RE, SentimentModel, _tokens, train
 from sentq.settings import DEFAULT_DATA_DIR
 
 # The held-out split reaches 0.814 (5-fold CV 0.817); the margin absorbs solver and BLAS differences.
@@ -55,6 +56,41 @@ def test_numpy_scoring_equals_sklearn(model: SentimentModel, dataset: Dataset) -
     theirs = model.estimator.predict_proba(model.feature_matrix(texts))[:, 1]
     assert ours.dtype == np.float64 and ours.shape == (len(texts),)
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
+
+
+# Characters that exercise each rule of the bytes tokeniser: emoticons (which can eat a following letter), loose
+# and inner apostrophes, curly apostrophes, non-ASCII letters/digits/separators/uppercase, the context-dependent
+# capital sigma, a lone surrogate, the separator and the emoticon marker byte.
+_TRICKY = [*"aAdDpPoO3zZ09 '!?:;=<-^()[]/\\|*_.,\x00\x01\t\n", *"\u2019éÉσİ\u212a😀\u0301\xa0\ud83d²ßﬁⅠ日…\u200bς\x85Σ"]
+
+
+def _reference_tokens(texts: list[str]) -> list[str]:
+    return _TOKEN_RE.findall("\x00".join(t.replace("\x00", " ") for t in texts).lower().replace("\u2019", "'"))
+
+
+def test_tokens_match_the_token_regex(dataset: Dataset) -> None:
+    rng = random.Random(0)
+    chunks = [dataset.texts[i : i + 1000] for i in range(0, len(dataset.texts), 1000)]
+    chunks.append(["Don't :-D <3 it''s 'quoted' CAFÉ ÜBEL 😀great 10:30 x=p", "ΑΣ.Α", "a" * 40, "a\x00b"])
+    for alphabet in (_TRICKY, [c for c in _TRICKY if c != "Σ"], [c for c in _TRICKY if c.isascii()]):
+        for _ in range(300):
+            texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 12))) for _ in range(rng.randint(1, 6))]
+            chunks.append(texts)
+    for texts in chunks:
+        ours = [_EMOTICON_TEXT.get(t) or t.decode("utf-8", "surrogatepass") for t in _tokens(texts)]
+        assert ours == _reference_tokens(texts), texts
+
+
+def test_token_ids_match_the_vocabulary(model: SentimentModel) -> None:
+    rng = random.Random(1)
+    words = list(model.vocab)
+    texts = [
+        " ".join(rng.choices(words, k=rng.randint(0, 15))) + rng.choice(["", " zzqx", " ab" * 9]) for _ in range(2000)
+    ]
+    texts += [w * 3 for w in words[::50]]  # tokens too long for the hash table's 16-byte keys
+    tokens = _reference_tokens(texts)
+    expected = [model.vocab.get(t, len(words) + 1 if t == "\x00" else len(words)) for t in tokens]
+    assert model._ids(texts).tolist() == expected
 
 
 def test_empty_inputs(model: SentimentModel) -> None:
