@@ -270,11 +270,11 @@ def stage(
 ) -> JobRecord:
     """Read ``source`` chunk by chunk into Redis and queue one task per chunk; returns the sealed record.
 
-    A file is validated whole while it is staged, and its chunks are queued only once every line passed, so a bad
-    file queues nothing. A stream (stdin) cannot be read twice: its chunks are queued as they are staged, and a bad
-    line part-way marks the job invalid (workers then skip what is left) instead of leaving it half-done.
+    A file is first validated whole in a fast pass that keeps nothing, so a bad file queues nothing; then its chunks
+    are staged and queued as they are read, so workers start on chunk 0 while the rest is still being read. A stream
+    (stdin) cannot be read twice: a bad line part-way marks the job invalid (workers skip what is left) instead of
+    leaving it half-done.
     """
-    staged: list[int] = []
     pending: list[Chunk] = []
     seen = 0
 
@@ -282,19 +282,20 @@ def stage(
         pipe = client.pipeline(transaction=False)
         for chunk in pending:
             pipe.set(keys.chunk_input(job_id, chunk.index), encode_chunk(chunk), ex=settings.result_expires_s)
+        if pending[0].index == 0:
+            pipe.hset(keys.job(job_id), "state", JobState.QUEUED.value)
         pipe.execute()
-        indexes = [chunk.index for chunk in pending]
+        publish([chunk.index for chunk in pending])
         pending.clear()
-        if source.is_stream:
-            publish(indexes)
-        else:
-            staged.extend(indexes)
 
     try:
+        if not source.is_stream:
+            source.validate()
         for chunk in source.chunks(chunk_size):
             seen += 1
             pending.append(chunk)
-            if len(pending) >= STAGE_BATCH:
+            # The first chunk goes out alone so a worker starts at once; then batches amortise round trips.
+            if seen == 1 or len(pending) >= STAGE_BATCH:
                 flush()
         if pending:
             flush()
@@ -302,12 +303,10 @@ def stage(
         mark_invalid(client, job_id, str(exc), staged_chunks=seen)
         raise
     except KeyboardInterrupt:
-        queued = "what was queued still runs" if source.is_stream else "nothing was queued"
+        queued = "chunks already queued still run" if seen else "nothing was queued"
         mark_invalid(client, job_id, f"submission interrupted while reading the input ({queued})", staged_chunks=seen)
         raise
     client.eval(_SEAL, 1, keys.job(job_id), seen, source.texts, source.blank_lines, f"{time.time():.3f}")
-    if staged:
-        publish(staged)
     return get(client, job_id)
 
 
@@ -399,18 +398,17 @@ class ChunkWork:
     payload: bytes | None
 
 
-def claim(client: redis.Redis, job_id: str, index: int) -> ChunkWork:
+def claim(client: redis.Redis, job_id: str, index: int, *, expires_s: int) -> ChunkWork:
     """Read the job's state, the chunk's input and count this delivery (one pipelined round trip)."""
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.job(job_id), ["state", "model"])
     pipe.hincrby(keys.job_deliveries(job_id), str(index), 1)
+    pipe.expire(keys.job_deliveries(job_id), expires_s)  # at most this long after the job's last delivery
     pipe.sismember(keys.job_done(job_id), str(index))
     pipe.get(keys.chunk_input(job_id, index))
-    (state, model), deliveries, done, payload = pipe.execute()
+    (state, model), deliveries, _, done, payload = pipe.execute()
     if state is None:
         return ChunkWork(None, "", int(deliveries), bool(done), payload)
-    if deliveries == 1:
-        client.expire(keys.job_deliveries(job_id), max(int(client.ttl(keys.job(job_id))), 1))
     return ChunkWork(JobState(state.decode()), (model or b"").decode(), int(deliveries), bool(done), payload)
 
 
