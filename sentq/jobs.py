@@ -398,7 +398,7 @@ class ChunkWork:
     payload: bytes | None
 
 
-def claim(client: redis.Redis, job_id: str, index: int, *, expires_s: int) -> ChunkWork:
+def claim(client: redis.Redis, job_id: str, index: int, *, expires_s: int = Settings.result_expires_s) -> ChunkWork:
     """Read the job's state, the chunk's input and count this delivery (one pipelined round trip)."""
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.job(job_id), ["state", "model"])
