@@ -266,6 +266,216 @@ def workers(as_json: AsJson = False) -> None:
         render.print_workers(out, found, depths)
 
 
+# Model lifecycle: `sentq model ...` (a sub-app), `sentq retrain`, `sentq beat`.
+
+model_app = typer.Typer(
+    name="model",
+    help="The model registry: list versions, show one, make one current (rollback), export and import.",
+    no_args_is_help=True,
+)
+app.add_typer(model_app, name="model")
+VersionArg = Annotated[str, typer.Argument(help="A model version, e.g. 3 or v3 (see `sentq model list`).")]
+
+
+def model_command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """``model_app.command`` with `command`'s handling: a SentqError is one red line and its exit code."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def run(*a: Any, **kw: Any) -> Any:
+            try:
+                return func(*a, **kw)
+            except errors.SentqError as exc:
+                from rich.markup import escape
+
+                err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
+                raise typer.Exit(code=exit_code_for(exc)) from None
+
+        model_app.command(*args, **kwargs)(run)
+        return func
+
+    return decorate
+
+
+@model_command("list")
+def model_list(as_json: AsJson = False) -> None:
+    """List model versions (* marks the current one)."""
+    from sentq import lifecycle
+
+    found, current = lifecycle.versions(load_settings())
+    if as_json:
+        print(json.dumps([lifecycle.version_dict(v, current) for v in found], indent=2))
+        return
+    print_versions(found, current)
+
+
+@model_command("show")
+def model_show(version: VersionArg, as_json: AsJson = False) -> None:
+    """Show one version's metadata and check its artifact's sha256."""
+    from sentq import lifecycle
+
+    meta, is_current, check = lifecycle.show(load_settings(), version)
+    if as_json:
+        print(json.dumps(lifecycle.version_dict(meta, meta.version if is_current else None) | {"artifact": check}))
+        return
+    for name, value in [
+        ("version", f"v{meta.version}" + (" (current)" if is_current else "")),
+        ("created", _when(meta.created)),
+        ("source", meta.source),
+        ("trained on", f"{meta.n_train:,} texts; held-out {meta.n_test:,}"),
+        ("accuracy", f"{meta.accuracy:.4f} (held-out)"),
+        ("vocabulary", f"{meta.vocab_size:,} tokens"),
+        ("sha256", meta.sha256),
+        ("size", f"{meta.size_bytes:,} bytes"),
+        ("artifact", check),
+    ]:
+        out.print(f"{name:>11}: {value}", soft_wrap=True, markup=False)
+
+
+@model_command("use")
+def model_use(version: VersionArg) -> None:
+    """Make a version current (rollback or roll forward); new jobs and batch_score use it from their next task."""
+    from sentq import lifecycle
+
+    meta, before = lifecycle.use(load_settings(), version)
+    was = f" (was v{before})" if before and before != meta.version else ""
+    err.print(
+        f"v{meta.version} is current{was}: accuracy {meta.accuracy:.4f}, {meta.source}", soft_wrap=True, markup=False
+    )
+
+
+@model_command("export")
+def model_export(
+    version: VersionArg, path: Annotated[Path, typer.Argument(help="File to write (a zip: metadata + model).")]
+) -> None:
+    """Write a version to a file, for `sentq model import` on another installation."""
+    from sentq import lifecycle
+
+    meta = lifecycle.export(load_settings(), version, path)
+    err.print(
+        f"exported v{meta.version} (sha256 {meta.sha256[:12]}, accuracy {meta.accuracy:.4f}) to {path}",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+@model_command("import")
+def model_import(
+    path: Annotated[Path, typer.Argument(help="A file written by `sentq model export`.")],
+    use: Annotated[bool, typer.Option("--use", help="Make it current too.")] = False,
+) -> None:
+    """Add an exported model to this registry as its next version (checked against its sha256)."""
+    from sentq import lifecycle
+
+    meta, new, is_current = lifecycle.import_file(load_settings(), path, make_current=use)
+    what = f"imported {path} as v{meta.version}" if new else f"{path} is already in the registry as v{meta.version}"
+    hint = "it is current" if is_current else f"make it current with `sentq model use {meta.version}`"
+    err.print(f"{what} (sha256 {meta.sha256[:12]}, accuracy {meta.accuracy:.4f}); {hint}", soft_wrap=True, markup=False)
+
+
+@command()
+def retrain(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Labelled CSV (text,label header) or JSONL to train on.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the new version and print its metrics.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Make it current even if it is less accurate.")] = False,
+    timeout: Timeout = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train a new model version on a worker (default data, or --data FILE); it becomes current unless it is
+    worse than the current one by more than SENTQ_PROMOTE_MARGIN (then it is stored aside; exit 0, with a warning)."""
+    from sentq import lifecycle
+
+    settings = load_settings()
+    task_id = lifecycle.submit_retrain(settings, data=data, force=force)
+    if not wait:
+        print(json.dumps({"task_id": task_id}) if as_json else task_id, flush=True)
+        err.print(
+            f"retrain {task_id} queued on {settings.retrain_queue}; `sentq model list` shows the new version",
+            soft_wrap=True,
+        )
+        return
+    err.print(f"retrain {task_id} queued; waiting for a worker to train and publish it", soft_wrap=True, markup=False)
+    result = lifecycle.wait_retrain(settings, task_id, timeout_s=timeout)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    print_retrained(result)
+
+
+@command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def beat(
+    ctx: typer.Context,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="SENTQ_LOG_LEVEL", help="Log level.")] = "INFO",
+) -> None:
+    """Run Celery beat: `sentq.retrain` on SENTQ_RETRAIN_SCHEDULE (cron, UTC, or seconds).
+
+    Run one on each of several hosts: one holds a lock in Redis and schedules, the others wait and take over
+    when it dies. Extra options after -- go to `celery beat` as they are.
+    """
+    from sentq import lifecycle
+
+    argv = lifecycle.beat_argv(load_settings(), loglevel=loglevel, extra=list(ctx.args))
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+
+
+def _when(ts: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def print_versions(found: list[Any], current: int | None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not found:
+        err.print("no model versions yet: a worker or `sentq retrain` trains v1 from the default data", soft_wrap=True)
+        return
+    rows = [
+        [
+            "*" if v.version == current else "",
+            f"v{v.version}",
+            _when(v.created)[:16],
+            f"{v.accuracy:.4f}",
+            f"{v.n_train:,}",
+            f"{v.vocab_size:,}",
+            v.sha256[:8],
+            v.source,
+        ]
+        for v in found
+    ]
+    table = Table(box=None, header_style="bold")
+    names = ("", "version", "created", "accuracy", "trained on", "vocab", "sha256")
+    for i, column in enumerate(names):
+        width = max(len(column), *(len(row[i]) for row in rows))
+        table.add_column(column, justify="right" if i in (3, 4, 5) else "left", min_width=width, no_wrap=True)
+    used = sum(max(len(c), *(len(row[i]) for row in rows)) + 2 for i, c in enumerate(names))
+    table.add_column("source", no_wrap=True, overflow="ellipsis", max_width=max(12, out.width - used - 2))
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    out.print(table)
+
+
+def print_retrained(result: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    line = (
+        f"v{result['version']}: held-out accuracy {result['accuracy']:.4f} on {result['n_test']:,} texts, "
+        f"vocab {result['vocab_size']:,}, trained on {result['n_train']:,} from {result['source']}"
+    )
+    if result.get("promoted", True):
+        err.print(f"retrained {line}; it is current ({result.get('reason', '')})", soft_wrap=True, markup=False)
+    else:
+        err.print(
+            f"[yellow]warning: stored {escape(line)}, but NOT made current: {escape(result['reason'])}. "
+            f"Make it current anyway with `sentq model use {result['version']}` (or retrain with --force)[/yellow]",
+            markup=True,
+            soft_wrap=True,
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

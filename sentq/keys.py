@@ -53,3 +53,11 @@ def chunk_input(job_id: str, index: int) -> str:
 def chunk_output(job_id: str, index: int) -> str:
     """The chunk's scored rows as JSONL bytes, written by the worker in input order."""
     return f"{PREFIX}job:{job_id}:out:{index}"
+
+
+# Training data shipped by `sentq retrain --data`: a day is ample for a worker to pick the retrain up, short enough
+# that forgotten uploads do not pile up.
+RETRAIN_DATA_TTL_S = 24 * 3600
+
+# Celery beat (celery-redbeat): its schedule, each entry's last run and the one-active-scheduler lock.
+REDBEAT_PREFIX = PREFIX + "redbeat:"

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import time
+import uuid
+import zipfile
 from dataclasses import asdict, dataclass
 
 import redis
 
 from sentq import keys
 from sentq.dataset import Dataset, decode_dataset, encode_dataset, load_dataset
-from sentq.errors import DatasetMissingError, ModelError
+from sentq.errors import ConfigError, DatasetMissingError, InputError, ModelError
 from sentq.model import SentimentModel, train
 from sentq.settings import Settings
 from sentq.store import text
 
 # How long a process may hold the bootstrap lock while it trains v1; others wait at most this long for it.
 BOOTSTRAP_LOCK_S = 120
+# `sentq model export` files: a zip of the registry metadata and the artifact, read back by these exact names.
+EXPORT_FORMAT = "sentq.model-export"
+EXPORT_FORMAT_VERSION = 1
+EXPORT_META = "model.json"
+EXPORT_ARTIFACT = "model.npz"
+# A model artifact is ~0.6 MB; refuse to inflate anything much bigger from an import file (zip bombs).
+EXPORT_MAX_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -164,3 +175,181 @@ def ensure_current(client: redis.Redis, settings: Settings) -> str:
         if found is not None:
             return found
     raise DatasetMissingError("timed out waiting for another process to train the first model version")
+
+
+def parse_version(raw: str) -> int:
+    """``"3"`` or ``"v3"`` -> 3 (what operators type after `sentq model show`)."""
+    match = re.fullmatch(r"[vV]?(\d{1,9})", raw.strip())
+    if match is None or int(match.group(1)) < 1:
+        raise ConfigError(f"{raw!r} is not a model version; give a number like 3 or v3 (see `sentq model list`)")
+    return int(match.group(1))
+
+
+def verify(client: redis.Redis, version: int) -> ModelVersion:
+    """Metadata of ``version`` after loading its artifact and checking its sha256 (ModelError if it is bad)."""
+    meta = get(client, version)
+    load(client, version)
+    return meta
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Whether a retrained version was made current, and why (in words an operator can act on)."""
+
+    promoted: bool
+    reason: str
+    previous: ModelVersion | None  # the version that was current when the candidate was judged
+
+
+def judge(candidate_accuracy: float, current_meta: ModelVersion | None, *, margin: float, force: bool) -> Promotion:
+    """The promotion guard: a candidate more than ``margin`` less accurate (held-out) than the current one is not
+    made current unless ``force``."""
+    if current_meta is None:
+        return Promotion(True, "no version was current", None)
+    cur = current_meta.accuracy
+    # Accuracies are stored to 4 decimals; the epsilon keeps "exactly at the margin" on the promoted side.
+    if candidate_accuracy >= cur - margin - 1e-9:
+        return Promotion(
+            True, f"held-out accuracy {candidate_accuracy:.4f} vs {cur:.4f} of v{current_meta.version}", current_meta
+        )
+    gap = f"{cur - candidate_accuracy:.4f} below v{current_meta.version}'s {cur:.4f}"
+    if force:
+        return Promotion(True, f"forced: held-out accuracy {candidate_accuracy:.4f} is {gap}", current_meta)
+    return Promotion(
+        False,
+        f"held-out accuracy {candidate_accuracy:.4f} is {gap}, more than the promotion margin {margin:g} "
+        f"(SENTQ_PROMOTE_MARGIN); v{current_meta.version} stays current",
+        current_meta,
+    )
+
+
+@dataclass(frozen=True)
+class Retrained:
+    """What a retrain produced: the stored version, its model, and the promotion decision."""
+
+    meta: ModelVersion
+    model: SentimentModel
+    promotion: Promotion
+
+    def to_result(self) -> dict[str, object]:
+        """The `sentq.retrain` task's JSON result (the seed's keys first)."""
+        current_version = (
+            self.meta.version if self.promotion.promoted else (self.promotion.previous or self.meta).version
+        )
+        return {
+            "status": "retrained",
+            "vocab_size": self.meta.vocab_size,
+            "accuracy": self.meta.accuracy,
+            "version": self.meta.version,
+            "promoted": self.promotion.promoted,
+            "reason": self.promotion.reason,
+            "current": current_version,
+            "previous": self.promotion.previous.version if self.promotion.previous else None,
+            "previous_accuracy": self.promotion.previous.accuracy if self.promotion.previous else None,
+            "n_train": self.meta.n_train,
+            "n_test": self.meta.n_test,
+            "source": self.meta.source,
+            "sha256": self.meta.sha256,
+        }
+
+
+def retrain(
+    client: redis.Redis, settings: Settings, *, data_token: str | None = None, force: bool = False
+) -> Retrained:
+    """Train on shipped data (``data_token``) or the default data, store the result as a new version, and make
+    it current if the promotion guard (or ``force``) allows."""
+    if data_token is None:
+        dataset = default_dataset(client, settings)
+    else:
+        dataset = shipped_dataset(client, data_token)
+        if not dataset.lexicon:
+            # The word-valence lexicon is a prior, not training data: a model trained on other texts still uses it.
+            try:
+                lexicon = default_dataset(client, settings).lexicon
+            except DatasetMissingError:
+                lexicon = {}
+            dataset = Dataset(dataset.texts, dataset.labels, dataset.source, lexicon)
+    model, metrics = train_on(dataset)
+    # Judge against what is current now, after training, not what was current when the task started.
+    ref = current(client)
+    current_meta = get(client, ref_version(ref)) if ref is not None else None
+    promotion = judge(float(metrics["accuracy"]), current_meta, margin=settings.promote_margin, force=force)
+    meta = publish(client, model, metrics=metrics, source=dataset.source, make_current=promotion.promoted)
+    if data_token is not None:
+        client.delete(keys.retrain_data(data_token))
+    return Retrained(meta, model, promotion)
+
+
+def ship_dataset(client: redis.Redis, dataset: Dataset) -> str:
+    """Store ``dataset`` in Redis for a retrain on any host; returns the token the retrain task takes."""
+    token = uuid.uuid4().hex
+    client.set(keys.retrain_data(token), encode_dataset(dataset), ex=keys.RETRAIN_DATA_TTL_S)
+    return token
+
+
+def shipped_dataset(client: redis.Redis, token: str) -> Dataset:
+    """The dataset `sentq retrain --data` shipped under ``token``."""
+    if not re.fullmatch(r"[0-9a-f]{32}", token):
+        raise InputError(f"retrain data token {token!r} is malformed (expected 32 hex digits from `sentq retrain`)")
+    raw = client.get(keys.retrain_data(token))
+    if raw is None:
+        raise DatasetMissingError(
+            f"the training data of this retrain ({token}) is gone from Redis (it expires after a day, or was used); "
+            "run `sentq retrain --data FILE` again"
+        )
+    return decode_dataset(raw)  # type: ignore[arg-type]
+
+
+def export_bytes(client: redis.Redis, version: int) -> bytes:
+    """A portable file of ``version``: its metadata and its verified artifact, for `sentq model import` elsewhere."""
+    meta = get(client, version)
+    artifact = client.get(keys.model_artifact(version))
+    if artifact is None:
+        raise ModelError(f"model version v{version} has no artifact in the registry")
+    load(client, version)  # never export a tampered artifact
+    header = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "model": asdict(meta)}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr(EXPORT_META, json.dumps(header, indent=2, sort_keys=True))
+        zf.writestr(EXPORT_ARTIFACT, artifact)
+    return buf.getvalue()
+
+
+def import_bytes(client: redis.Redis, data: bytes, *, where: str, make_current: bool) -> tuple[ModelVersion, bool]:
+    """Publish the model of an export file as this registry's next version; returns it and whether it was new
+    (a model whose sha256 is already registered is not stored twice)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            sizes = {info.filename: info.file_size for info in zf.infolist()}
+            if EXPORT_META not in sizes or EXPORT_ARTIFACT not in sizes:
+                raise ModelError(f"{where} is not a `sentq model export` file (no {EXPORT_META} / {EXPORT_ARTIFACT})")
+            if sum(sizes.values()) > EXPORT_MAX_BYTES:
+                raise ModelError(f"{where} inflates to over {EXPORT_MAX_BYTES} bytes; refusing to read it")
+            header = json.loads(zf.read(EXPORT_META).decode("utf-8"))
+            artifact = zf.read(EXPORT_ARTIFACT)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{where} is not a readable `sentq model export` file ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise ModelError(f"{where} is not a `sentq model export` file (format {header.get('format')!r})")
+    if header.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise ModelError(f"{where} has export format version {header.get('format_version')!r}; this sentq reads 1")
+    try:
+        theirs = ModelVersion(**header["model"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{where}: unreadable model metadata ({exc})") from None
+    model = SentimentModel.from_bytes(artifact)
+    if model.sha256 != theirs.sha256:
+        raise ModelError(f"{where}: the model does not match its recorded sha256 (tampered or corrupt)")
+    for known in versions(client):
+        if known.sha256 == model.sha256:
+            if make_current:
+                use(client, known.version)
+            return known, False
+    meta = publish(
+        client,
+        model,
+        metrics={"accuracy": theirs.accuracy, "n_train": theirs.n_train, "n_test": theirs.n_test},
+        source=f"{theirs.source} (imported: v{theirs.version} of another registry)",
+        make_current=make_current or current(client) is None,
+    )
+    return meta, True

@@ -15,8 +15,8 @@ from celery import Celery, signals
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
-from sentq import jobs, keys, registry, store
-from sentq.errors import ModelError, SentqError
+from sentq import jobs, keys, registry, schedule, store
+from sentq.errors import ConfigError, ModelError, SentqError
 from sentq.model import SentimentModel
 from sentq.settings import Settings, mask_url
 
@@ -126,9 +126,46 @@ def model_for(ref: str) -> SentimentModel:
 
 
 def current_model() -> tuple[str, SentimentModel]:
-    """The registry's current version (one Redis GET) and its model, bootstrapping v1 on a fresh install."""
+    """The registry's current version (one Redis GET) and its model, bootstrapping v1 on a fresh install.
+
+    A current version whose artifact is refused (tampered, corrupt) is logged and the process keeps serving with
+    the newest version it has loaded, or else the newest one that verifies; the refused one is retried now and then.
+    """
     ref = registry.ensure_current(backend(), settings)
-    return ref, model_for(ref)
+    refused_at = _refused.get(ref)
+    if refused_at is None or time.monotonic() - refused_at >= REFUSED_RETRY_S:
+        try:
+            model = model_for(ref)
+            _refused.pop(ref, None)
+            return ref, model
+        except ModelError as exc:
+            log.error("refusing model v%s: %s; serving with the previous model until it is fixed", ref, exc)
+            _refused[ref] = time.monotonic()
+    return fallback_model(ref)
+
+
+# ref -> when its artifact was refused; tried again after this long (an operator may fix it), not on every task.
+_refused: dict[str, float] = {}
+REFUSED_RETRY_S = 30.0
+
+
+def fallback_model(bad_ref: str) -> tuple[str, SentimentModel]:
+    """What serves while the current version is refused: the newest version this process has loaded, else the
+    newest one in the registry that verifies."""
+    registered = registry.versions(backend())
+    known = {meta.ref for meta in registered}  # a model cached from before a Redis wipe is no longer a version
+    loaded = [ref for ref in _models if ref != bad_ref and ref in known]
+    if loaded:
+        ref = max(loaded, key=registry.ref_version)
+        return ref, model_for(ref)
+    for meta in reversed(registered):
+        if meta.ref != bad_ref and meta.ref not in _refused:
+            try:
+                return meta.ref, model_for(meta.ref)
+            except ModelError as exc:
+                log.error("refusing model v%d too: %s", meta.version, exc)
+                _refused[meta.ref] = time.monotonic()
+    raise ModelError(f"model v{bad_ref} is refused and no other version in the registry verifies")
 
 
 def score_rows(model: SentimentModel, texts: list[str]) -> list[dict[str, Any]]:
@@ -150,21 +187,38 @@ def batch_score(texts: list[str]) -> list[dict[str, Any]]:
 
 
 @app.task(name="sentq.retrain", time_limit=settings.task_time_limit_s, soft_time_limit=settings.soft_time_limit_s)
-def retrain() -> dict[str, Any]:
-    """Train on the default data, publish a new version and make it current."""
-    client = backend()
-    dataset = registry.default_dataset(client, settings)
-    model, metrics = registry.train_on(dataset)
-    meta = registry.publish(client, model, metrics=metrics, source=dataset.source, make_current=True)
-    _models[meta.ref] = model
-    return {
-        "status": "retrained",
-        "vocab_size": meta.vocab_size,
-        "accuracy": meta.accuracy,
-        "version": meta.version,
-        "n_train": meta.n_train,
-        "n_test": meta.n_test,
-    }
+def retrain(data: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Train on the default data (or on data `sentq retrain --data` shipped under token ``data``), store a new
+    version, and make it current unless it is worse than the current one by more than the margin (or ``force``)."""
+    started = time.perf_counter()
+    outcome = registry.retrain(backend(), settings, data_token=data, force=force)
+    if outcome.promotion.promoted:  # this process serves it next; a candidate left aside is loaded only if asked
+        _models[outcome.meta.ref] = outcome.model
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+    result = outcome.to_result()
+    (log.info if outcome.promotion.promoted else log.warning)(
+        "retrained v%d in %.1f s on %s: %s; %s",
+        outcome.meta.version,
+        time.perf_counter() - started,
+        outcome.meta.source,
+        "made current" if outcome.promotion.promoted else "NOT made current",
+        outcome.promotion.reason,
+    )
+    return result
+
+
+# Celery beat (`sentq beat`): celery-redbeat keeps the schedule and a one-active-scheduler lock in the backend Redis.
+app.conf.update(schedule.beat_config(settings))
+
+
+@signals.beat_init.connect
+def _check_schedule(**_: Any) -> None:
+    """`sentq beat` refuses a bad schedule up front; a plain `celery beat` on the app at least says why it idles."""
+    try:
+        schedule.parse(settings.retrain_schedule)
+    except ConfigError as exc:
+        log.error("%s; beat has nothing to schedule", exc)
 
 
 @app.task(
@@ -182,7 +236,7 @@ def retrain() -> dict[str, Any]:
 def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None) -> str:
     """Score chunk ``index`` of job ``job_id`` (texts staged in Redis); idempotent under redelivery."""
     client = backend()
-    work = jobs.claim(client, job_id, index)
+    work = jobs.claim(client, job_id, index, expires_s=settings.result_expires_s)
     if work.state is None:
         return "expired"
     if work.done:

@@ -1,0 +1,214 @@
+"""What the model commands do, as plain functions over settings: list, show, use, export, import, retrain, beat."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from kombu.exceptions import OperationalError
+
+from sentq import control, registry, schedule, store
+from sentq.dataset import Dataset
+from sentq.errors import InputError, JobTimeoutError, ModelError
+from sentq.settings import Settings
+
+# Labels `sentq retrain --data` accepts (case-insensitive), and what they mean.
+LABELS = {"positive": 1, "negative": 0, "1": 1, "0": 0}
+# Fewer examples of a class than this cannot give a held-out accuracy worth comparing.
+MIN_PER_CLASS = 10
+
+
+def versions(settings: Settings) -> tuple[list[registry.ModelVersion], int | None]:
+    """All versions, oldest first, and the current version number (None on a fresh installation)."""
+    client = control.connect(settings)
+    ref = registry.current(client)
+    return registry.versions(client), registry.ref_version(ref) if ref else None
+
+
+def version_dict(meta: registry.ModelVersion, current: int | None) -> dict[str, Any]:
+    return asdict(meta) | {"ref": meta.ref, "current": meta.version == current}
+
+
+def show(settings: Settings, raw_version: str) -> tuple[registry.ModelVersion, bool, str]:
+    """A version's metadata, whether it is current, and its artifact check ("ok" or why it is refused)."""
+    client = control.connect(settings)
+    meta = registry.get(client, registry.parse_version(raw_version))
+    try:
+        registry.load(client, meta.version)
+        check = "ok (sha256 verified)"
+    except ModelError as exc:
+        check = f"REFUSED: {exc}"
+    ref = registry.current(client)
+    return meta, ref == meta.ref, check
+
+
+def use(settings: Settings, raw_version: str) -> tuple[registry.ModelVersion, int | None]:
+    """Make a version current (after checking its artifact); returns it and the version it replaced."""
+    client = control.connect(settings)
+    version = registry.parse_version(raw_version)
+    before = registry.current(client)
+    registry.verify(client, version)
+    return registry.use(client, version), registry.ref_version(before) if before else None
+
+
+def export(settings: Settings, raw_version: str, path: Path) -> registry.ModelVersion:
+    """Write a version to ``path`` (written whole or not at all) for `sentq model import` elsewhere."""
+    client = control.connect(settings)
+    version = registry.parse_version(raw_version)
+    data = registry.export_bytes(client, version)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write it ({exc.strerror or exc}); check the directory") from None
+    return registry.get(client, version)
+
+
+def import_file(settings: Settings, path: Path, *, make_current: bool) -> tuple[registry.ModelVersion, bool, bool]:
+    """Publish the model in an export file; returns its version here, whether it is new, and whether it is current."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc}); check the path") from None
+    client = control.connect(settings)
+    meta, new = registry.import_bytes(client, data, where=str(path), make_current=make_current)
+    return meta, new, registry.current(client) == meta.ref
+
+
+def read_labelled(path: Path, *, max_chars: int) -> Dataset:
+    """Read and validate a labelled CSV (header with text and label) or JSONL file ({"text": ..., "label": ...}).
+
+    Labels are positive/negative or 1/0, any case. Every problem names the file and line (InputError, exit 2).
+    """
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; give a CSV or JSONL file of labelled texts") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc}); check the path") from None
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8; save the file as UTF-8") from None
+    first = content.lstrip()[:1]
+    jsonl = path.suffix.lower() in (".jsonl", ".ndjson") or (path.suffix.lower() != ".csv" and first == "{")
+    rows = _jsonl_rows(path, content) if jsonl else _csv_rows(path, content)
+    texts: list[str] = []
+    labels: list[int] = []
+    for line, text, raw_label in rows:
+        label = LABELS.get(str(raw_label).strip().lower()) if isinstance(raw_label, str | int) else None
+        if label is None:
+            raise InputError(
+                f"{path}:{line}: label {raw_label!r} is not positive/negative or 1/0; fix the label on that line"
+            )
+        if not text.strip():
+            raise InputError(f"{path}:{line}: the text is empty; remove the line or fill in the text")
+        if len(text) > max_chars:
+            raise InputError(
+                f"{path}:{line}: text of {len(text):,} characters is over the limit of {max_chars:,} "
+                "(SENTQ_MAX_TEXT_CHARS); shorten it or raise the limit"
+            )
+        texts.append(text)
+        labels.append(label)
+    positive = sum(labels)
+    if min(positive, len(labels) - positive) < MIN_PER_CLASS:
+        raise InputError(
+            f"{path}: {positive} positive and {len(labels) - positive} negative texts; training needs at least "
+            f"{MIN_PER_CLASS} of each"
+        )
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    return Dataset(texts=texts, labels=labels, source=f"{path.name} ({len(texts)} texts, sha256 {digest})")
+
+
+def _csv_rows(path: Path, content: str) -> list[tuple[int, str, object]]:
+    reader = csv.reader(io.StringIO(content, newline=""))
+    rows: list[tuple[int, str, object]] = []
+    columns: tuple[int, int] | None = None
+    start = 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or not any(field.strip() for field in record):
+                continue
+            if columns is None:
+                names = [field.strip().lower() for field in record]
+                if "text" not in names or "label" not in names:
+                    raise InputError(
+                        f"{path}:{line}: the header must name the columns text and label (found: {', '.join(record)}); "
+                        "add a header line `text,label`"
+                    )
+                columns = (names.index("text"), names.index("label"))
+                continue
+            if len(record) <= max(columns):
+                raise InputError(f"{path}:{line}: expected {max(columns) + 1} columns, found {len(record)}")
+            rows.append((line, record[columns[0]], record[columns[1]]))
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    if columns is None:
+        raise InputError(f"{path}: the file is empty; give a CSV with a `text,label` header and labelled lines")
+    return rows
+
+
+def _jsonl_rows(path: Path, content: str) -> list[tuple[int, str, object]]:
+    rows: list[tuple[int, str, object]] = []
+    for line, raw in enumerate(content.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError as exc:
+            raise InputError(f"{path}:{line}: malformed JSON ({exc.args[0]})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str) or "label" not in obj:
+            raise InputError(f'{path}:{line}: expected an object like {{"text": "...", "label": "positive"}}')
+        rows.append((line, obj["text"], obj["label"]))
+    if not rows:
+        raise InputError(f"{path}: the file is empty; give one JSON object with text and label per line")
+    return rows
+
+
+def submit_retrain(settings: Settings, *, data: Path | None, force: bool) -> str:
+    """Queue `sentq.retrain` (on its own queue), shipping ``data`` through Redis first; returns the task id."""
+    dataset = read_labelled(data, max_chars=settings.max_text_chars) if data is not None else None
+    client = control.connect(settings)
+    control.check_broker(settings)
+    kwargs: dict[str, Any] = {"force": force}
+    if dataset is not None:
+        kwargs["data"] = registry.ship_dataset(client, dataset)
+    worker = control.worker_module(settings)
+    try:
+        return str(worker.retrain.apply_async(kwargs=kwargs, queue=settings.retrain_queue).id)
+    except OperationalError as exc:
+        raise store.unavailable(settings.broker_url, exc) from None
+
+
+def wait_retrain(settings: Settings, task_id: str, *, timeout_s: float | None) -> dict[str, Any]:
+    """The retrain task's result; JobTimeoutError past ``timeout_s``, ModelError if it failed on the worker."""
+    from celery.exceptions import TimeoutError as CeleryTimeoutError
+
+    result = control.worker_module(settings).app.AsyncResult(task_id)
+    try:
+        outcome = result.get(timeout=timeout_s, propagate=False)
+    except CeleryTimeoutError:
+        raise JobTimeoutError(
+            f"retrain {task_id} did not finish within {timeout_s:g}s; it keeps going: `sentq model list` shows "
+            "the new version when it is done"
+        ) from None
+    if result.failed():
+        raise ModelError(f"retrain {task_id} failed on the worker: {type(outcome).__name__}: {outcome}")
+    return dict(outcome)
+
+
+def beat_argv(settings: Settings, *, loglevel: str, extra: list[str]) -> list[str]:
+    """The `celery beat` command line for sentq (after refusing a bad SENTQ_RETRAIN_SCHEDULE)."""
+    schedule.parse(settings.retrain_schedule)
+    argv = [sys.executable, "-m", "celery", "-A", "sentq.worker", "beat", "-S", "redbeat.RedBeatScheduler"]
+    return argv + ["--loglevel", loglevel, *extra]
