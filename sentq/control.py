@@ -6,14 +6,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
-from sentq import jobs, keys, registry, store
+from sentq import jobs, keys, store
 from sentq.errors import BrokerUnavailableError
-from sentq.inputs import TextSource
 from sentq.settings import Settings
+
+if TYPE_CHECKING:
+    from sentq.inputs import TextSource
 
 
 def worker_module(settings: Settings) -> Any:
@@ -54,6 +56,8 @@ def submit(
     on_created: Callable[[str], None] | None = None,
 ) -> jobs.JobRecord:
     """Create a job for ``source``, stage its chunks in Redis and queue them; ``on_created`` gets the id at once."""
+    from sentq import registry  # here, not at the top: `sentq status` need not import the model's stack
+
     client = connect(settings)
     check_broker(settings)
     size = chunk_size or settings.chunk_size

@@ -10,15 +10,17 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from sentq import keys
 from sentq.errors import InputError, JobCancelledError, JobNotFoundError, JobTimeoutError
-from sentq.inputs import Chunk, TextSource
 from sentq.settings import Settings
 from sentq.store import text
+
+if TYPE_CHECKING:
+    from sentq.inputs import Chunk, TextSource
 
 # Chunk inputs staged per Redis pipeline: ~20 MB of texts at most per round trip at the default chunk size.
 STAGE_BATCH = 8
@@ -419,10 +421,22 @@ def pin_model(client: redis.Redis, job_id: str, ref: str) -> str:
 
 
 def complete(
-    client: redis.Redis, job_id: str, index: int, *, rows: bytes, texts: int, compute_s: float, wait_s: float
+    client: redis.Redis,
+    job_id: str,
+    index: int,
+    *,
+    rows: bytes,
+    texts: int,
+    compute_s: float,
+    wait_s: float,
+    worker: tuple[str, str] | None = None,
 ) -> bool:
-    """Store the chunk's rows and count it done; False if it was already counted (a redelivery)."""
-    result = client.eval(
+    """Store the chunk's rows and count it done; False if it was already counted (a redelivery).
+
+    ``worker`` (name, JSON) is recorded for `sentq workers` in the same round trip.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.eval(
         _COMPLETE,
         5,
         keys.job(job_id),
@@ -437,7 +451,9 @@ def complete(
         f"{time.time():.3f}",
         rows,
     )
-    return int(result) == 1
+    if worker is not None:
+        pipe.hset(keys.WORKER_STATS, worker[0], worker[1])
+    return int(pipe.execute()[0]) == 1
 
 
 def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:

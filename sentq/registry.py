@@ -9,15 +9,18 @@ import time
 import uuid
 import zipfile
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import redis
 
 from sentq import keys
 from sentq.dataset import Dataset, decode_dataset, encode_dataset, load_dataset
 from sentq.errors import ConfigError, DatasetMissingError, InputError, ModelError
-from sentq.model import SentimentModel, train
 from sentq.settings import Settings
 from sentq.store import text
+
+if TYPE_CHECKING:  # numpy's import is slow; commands that only read metadata (status, model list) skip it
+    from sentq.model import SentimentModel
 
 # How long a process may hold the bootstrap lock while it trains v1; others wait at most this long for it.
 BOOTSTRAP_LOCK_S = 120
@@ -128,6 +131,8 @@ def load(client: redis.Redis, version: int) -> SentimentModel:
     artifact, raw_meta = pipe.execute()
     if artifact is None or raw_meta is None:
         raise ModelError(f"model version v{version} is not in the registry; see `sentq model list`")
+    from sentq.model import SentimentModel
+
     model = SentimentModel.from_bytes(artifact)
     expected = ModelVersion.from_json(raw_meta).sha256
     if model.sha256 != expected:
@@ -147,6 +152,8 @@ def default_dataset(client: redis.Redis, settings: Settings) -> Dataset:
 
 def train_on(dataset: Dataset) -> tuple[SentimentModel, dict[str, float | int]]:
     """Fit and evaluate a model on ``dataset`` (with its sentiment lexicon, when it carries one)."""
+    from sentq.model import train
+
     return train(dataset.texts, dataset.labels, lexicon=dataset.lexicon or None)
 
 
@@ -337,6 +344,8 @@ def import_bytes(client: redis.Redis, data: bytes, *, where: str, make_current: 
         theirs = ModelVersion(**header["model"])
     except (KeyError, TypeError) as exc:
         raise ModelError(f"{where}: unreadable model metadata ({exc})") from None
+    from sentq.model import SentimentModel
+
     model = SentimentModel.from_bytes(artifact)
     if model.sha256 != theirs.sha256:
         raise ModelError(f"{where}: the model does not match its recorded sha256 (tampered or corrupt)")

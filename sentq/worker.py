@@ -15,7 +15,7 @@ from celery import Celery, signals
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
-from sentq import jobs, keys, registry, schedule, store
+from sentq import jobs, registry, schedule, store
 from sentq.errors import ConfigError, ModelError, SentqError
 from sentq.model import SentimentModel
 from sentq.settings import Settings, mask_url
@@ -71,7 +71,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_default_queue=settings.queue,
         task_queues=[Queue(settings.queue), Queue(settings.retrain_queue)],  # type: ignore[no-untyped-call]
         task_routes={"sentq.retrain": {"queue": settings.retrain_queue}},
-        task_track_started=True,
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
@@ -268,11 +267,16 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         jobs.fail(client, job_id, index, f"{type(exc).__name__}: {exc}")
         raise
     wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
-    jobs.complete(client, job_id, index, rows=rows, texts=len(texts), compute_s=time.time() - started, wait_s=wait_s)
-    client.hset(
-        keys.WORKER_STATS,
-        self.request.hostname or socket.gethostname(),
-        json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)}),
+    seen = json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)})
+    jobs.complete(
+        client,
+        job_id,
+        index,
+        rows=rows,
+        texts=len(texts),
+        compute_s=time.time() - started,
+        wait_s=wait_s,
+        worker=(self.request.hostname or socket.gethostname(), seen),
     )
     return "done"
 
@@ -296,9 +300,10 @@ def publisher(queue: str | None = None) -> Any:
 
 @signals.worker_init.connect
 def _bootstrap_model(**_: Any) -> None:
-    """Before forking, make sure a current model exists, so the first chunk does not wait for training."""
+    """Before forking, make sure a current model exists and load it, so the first chunk waits for nothing."""
     try:
         ref = registry.ensure_current(backend(), settings)
+        model_for(ref)  # pool processes are forked from here: each starts with the model, no load per recycle
         log.info(
             "sentq worker on %s: model v%s is current; backend %s",
             socket.gethostname(),
@@ -314,10 +319,9 @@ def _bootstrap_model(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _warm_process(**_: Any) -> None:
-    """Each pool process opens its own connection and loads the current model once, before its first task."""
+    """Each pool process opens its own connection and checks it has the current model (inherited, else loaded)."""
     global _client
     _client = None
-    _models.clear()
     try:
         current_model()
     except (SentqError, redis.RedisError) as exc:
