@@ -31,6 +31,7 @@ EXIT_CODES: dict[type[errors.SentqError], int] = {
     errors.ModelError: EXIT_USAGE,
     errors.JobNotFoundError: EXIT_USAGE,
     errors.BrokerUnavailableError: EXIT_CONNECT,
+    errors.JobFailedError: EXIT_FAILED_CHUNKS,
     errors.JobTimeoutError: EXIT_TIMEOUT,
     errors.JobCancelledError: EXIT_CANCELLED,
 }
@@ -40,6 +41,10 @@ app = typer.Typer(
     help="Score files of texts for sentiment on Celery workers over Redis, and manage the model.\n\n"
     "Settings come from SENTQ_* environment variables (SENTQ_BROKER_URL, SENTQ_CHUNK_SIZE, ...); "
     "see the README for the full table.",
+    epilog="Examples:  sentq worker  ·  JOB=$(sentq submit texts.txt)  ·  sentq wait $JOB -o rows.csv  ·  "
+    "sentq submit reviews.csv --column body --wait  ·  sentq status  ·  sentq retrain --wait  ·  sentq model list\n\n"
+    "Exit codes: 0 done, 1 failed chunks, 2 bad input or usage, 3 Redis/broker unreachable, 4 timed out, "
+    "5 cancelled, 130 interrupted (the job keeps running).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -133,10 +138,10 @@ def submit(
         str | None, typer.Option("--format", "-f", help="text, csv, tsv or jsonl (default: by suffix).")
     ] = None,
     column: Annotated[str | None, typer.Option("--column", help="CSV/TSV column: header NAME or INDEX from 1.")] = None,
-    field: Annotated[str | None, typer.Option("--field", help="JSONL field holding the text [default: text].")] = None,
+    field: Annotated[str | None, typer.Option("--field", help="JSONL field holding the text (default: text).")] = None,
     chunk_size: ChunkSize = None,
     model: Annotated[
-        int | None, typer.Option("--model", help="Score with this model version (default: current).")
+        str | None, typer.Option("--model", help="Score with this model version, e.g. v3 (default: current).")
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job and print its rows, like `sentq wait`.")] = False,
     output: Output = None,

@@ -52,7 +52,7 @@ def submit(
     source: TextSource,
     *,
     chunk_size: int | None = None,
-    model_version: int | None = None,
+    model_version: str | None = None,
     on_created: Callable[[str], None] | None = None,
 ) -> jobs.JobRecord:
     """Create a job for ``source``, stage its chunks in Redis and queue them; ``on_created`` gets the id at once."""
@@ -62,7 +62,7 @@ def submit(
     check_broker(settings)
     size = chunk_size or settings.chunk_size
     if model_version is not None:
-        ref: str | None = registry.get(client, model_version).ref
+        ref: str | None = registry.get(client, registry.parse_version(model_version)).ref
     else:
         ref = registry.current(client)  # None on a fresh install: the first worker pins the bootstrapped v1
     job_id = jobs.create(client, settings, source=source, chunk_size=size, model_ref=ref)

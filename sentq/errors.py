@@ -7,6 +7,7 @@ SentqError                  base of all of them; the CLI maps each to an exit co
 ├── ModelError              a model artifact is missing, tampered or unsafe  (exit 2)
 ├── JobNotFoundError        unknown or expired job id                        (exit 2)
 ├── BrokerUnavailableError  Redis / RabbitMQ did not answer in time          (exit 3)
+├── JobFailedError          the job ended failed as a whole                  (exit 1)
 ├── JobTimeoutError         waiting for a job ran past --timeout             (exit 4)
 └── JobCancelledError       the job was cancelled                            (exit 5)
 """
@@ -40,6 +41,10 @@ class JobNotFoundError(SentqError):
 
 class BrokerUnavailableError(SentqError):
     """Raised when the broker or result store does not answer within the connect timeout."""
+
+
+class JobFailedError(SentqError):
+    """Raised when a job being waited on failed as a whole (e.g. its producer died mid-input)."""
 
 
 class JobTimeoutError(SentqError):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import keys
-from sentq.errors import InputError, JobCancelledError, JobNotFoundError, JobTimeoutError
+from sentq.errors import InputError, JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
 from sentq.settings import Settings
 from sentq.store import text
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 # Chunk inputs staged per Redis pipeline: ~20 MB of texts at most per round trip at the default chunk size.
 STAGE_BATCH = 8
+# A producer refreshes the job's heartbeat at every staged batch (~40k texts, well under a second); silent this long
+# it is gone. Generous, because a file's validation pass (~3M lines/s) happens before the first batch.
+PRODUCER_SILENT_S = 300
 # Chunk results fetched per poll by a waiter: enough to keep up with many workers, little memory.
 FOLLOW_WINDOW = 8
 
@@ -62,6 +65,7 @@ class JobRecord:
     compute_s: float
     wait_s: float
     first_started: float | None
+    heartbeat: float | None  # last sign of life of the producer while it reads the input
     finished_at: float | None
     error: str
 
@@ -92,8 +96,19 @@ class JobRecord:
             compute_s=float(h.get("compute_s", 0)),
             wait_s=float(h.get("wait_s", 0)),
             first_started=opt_float("first_started"),
+            heartbeat=opt_float("heartbeat"),
             finished_at=opt_float("finished_at"),
             error=h.get("error", ""),
+        )
+
+    @property
+    def orphaned(self) -> bool:
+        """Still being read, but the producer has been silent too long: it died mid-file (kill -9, host lost)."""
+        return (
+            self.total_chunks is None
+            and self.state in (JobState.STAGING, JobState.QUEUED, JobState.RUNNING)
+            and self.heartbeat is not None
+            and time.time() - self.heartbeat > PRODUCER_SILENT_S
         )
 
     @property
@@ -209,6 +224,7 @@ def create(
         "created": f"{now:.3f}",
         "chunk_size": chunk_size,
         "model": model_ref or "",
+        "heartbeat": f"{now:.3f}",
     }
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.job(job_id), mapping=record)  # type: ignore[arg-type]
@@ -286,6 +302,7 @@ def stage(
             pipe.set(keys.chunk_input(job_id, chunk.index), encode_chunk(chunk), ex=settings.result_expires_s)
         if pending[0].index == 0:
             pipe.hset(keys.job(job_id), "state", JobState.QUEUED.value)
+        pipe.hset(keys.job(job_id), "heartbeat", f"{time.time():.3f}")
         pipe.execute()
         publish([chunk.index for chunk in pending])
         pending.clear()
@@ -544,6 +561,13 @@ def follow(
             raise JobCancelledError(f"job {job_id} was cancelled ({record.texts_done} texts were scored)")
         if record.state == JobState.INVALID:
             raise InputError(f"job {job_id} stopped: {record.error}")
+        if record.orphaned and not moved:  # deliver every row that was scored first
+            reason = (
+                f"the submitting process stopped while reading the input (no sign of it for {PRODUCER_SILENT_S}s; "
+                f"killed?) after {record.texts_done:,} texts were scored; submit the input again"
+            )
+            mark_invalid(client, job_id, reason, staged_chunks=0)
+            raise JobFailedError(f"job {job_id} failed: {reason}")
         if deadline is not None and time.monotonic() > deadline:
             raise JobTimeoutError(
                 f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "

@@ -82,6 +82,11 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, str]) -> 
         )
     if r.finished_at:
         lines.append(f"finished   {when(r.finished_at)}")
+    if r.orphaned:
+        lines.append(
+            "[red]stalled[/]    the submitting process stopped sending the input (killed?); "
+            "this job cannot finish: submit the input again"
+        )
     if r.error:
         lines.append(f"[red]error[/]      {r.error}")
     for index, error in sorted(failures.items())[:20]:

@@ -87,3 +87,38 @@ def test_worker_host_vanishes_mid_job_nothing_lost(redis_url: str, tmp_path: Pat
         assert (status["chunks_done"], status["texts_done"]) == (4, 400_000)  # the redone chunk counted once
     finally:
         second.stop()
+
+
+def test_producer_killed_mid_input_is_reported_not_waited_on_forever(worker: Worker, redis_url: str) -> None:
+    """`sentq submit -` SIGKILLed while reading stdin: `wait` says the job cannot finish (exit 1), no hang."""
+    import subprocess
+
+    from tests.conftest import SENTQ, base_env
+
+    producer = subprocess.Popen(
+        SENTQ + ["submit", "-", "--chunk-size", "10"],
+        env=base_env(redis_url),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert producer.stdin is not None and producer.stdout is not None
+    padding = b" and it works" * 60  # > 64 KiB in all: the reader looks at the input's head before the first chunk
+    producer.stdin.write(b"".join(b"great product %d%s\n" % (i, padding) for i in range(95)))
+    producer.stdin.flush()
+    job = producer.stdout.readline().decode().strip()
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 30
+    while int(client.hget(f"sentq:job:{job}", "chunks_done") or 0) < 9 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    producer.kill()  # mid-input: the last chunk was never staged, the job never sealed
+    producer.wait()
+    producer.stdin.close()
+    producer.stdout.close()
+    client.hset(f"sentq:job:{job}", "heartbeat", time.time() - 3600)  # as if an hour had passed
+    waited = run_sentq(["wait", job, "--timeout", "30"], redis_url)
+    assert waited.returncode == 1, waited.stderr
+    assert "submitting process stopped" in waited.stderr
+    assert len(waited.stdout.splitlines()) == 90  # what was scored is still delivered, in order
+    status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+    assert status["state"] == "invalid"
