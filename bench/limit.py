@@ -42,7 +42,7 @@ def one_pass(model: SentimentModel, src: Path, dst: Path, label: str) -> dict[st
                 kept = [(n, t) for n, t in zip(lines, texts, strict=True) if t]
                 lines, texts = [n for n, _ in kept], [t for _, t in kept]
             t1 = time.perf_counter()
-            probs = model.predict_proba(texts).tolist()
+            probs = model.predict_proba(texts)
             t2 = time.perf_counter()
             rows = format_rows(lines, texts, probs, label)
             t3 = time.perf_counter()

@@ -106,6 +106,7 @@ class ProgressView:
         self.job_id = job_id
         self.every_s = every_s
         self.last = 0.0
+        self.said_finished = False
         self.bar: Progress | None = None
         self.task: Any = None
         if console.is_terminal:
@@ -128,8 +129,9 @@ class ProgressView:
             self.bar.update(self.task, completed=r.texts_done, total=r.total_texts, rate=rate, eta=duration(r.eta_s))
             return
         now = time.monotonic()
-        if now - self.last >= self.every_s or r.state.finished:
+        if not self.said_finished and (now - self.last >= self.every_s or r.state.finished):
             self.last = now
+            self.said_finished = r.state.finished
             total = f"{r.total_texts:,}" if r.total_texts is not None else "?"
             self.console.print(
                 f"job {self.job_id}: {r.state.value}, {r.texts_done:,}/{total} texts ({percent(r)}), "

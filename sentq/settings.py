@@ -55,8 +55,9 @@ class Settings:
     result_backend: str | None = None
     queue: str = "sentq"
     retrain_queue: str = "sentq.retrain"
-    # Texts per task; 5,000 keeps per-task overhead (~2 ms) under a tenth of scoring time (bench/).
-    chunk_size: int = 5000
+    # Texts per task. `make bench` swept 1k/5k/20k: Celery's fixed cost per task (events, acks, process recycling
+    # every max_tasks_per_child tasks) made 20k the fastest end to end on 2 cores (bench/RESULTS.md).
+    chunk_size: int = 20_000
     task_time_limit_s: int = 300
     max_tasks_per_child: int = 100
     # Results and job records expire together: three days to collect results after a job ends.

@@ -259,7 +259,7 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         ref = work.model or jobs.pin_model(client, job_id, registry.ensure_current(client, settings))
         model = model_for(ref)
         lines, texts = jobs.decode_chunk(work.payload)
-        probs = model.predict_proba(texts).tolist()
+        probs = model.predict_proba(texts)
         rows = jobs.format_rows(lines, texts, probs, f"v{registry.ref_version(ref)}")
     except (redis.ConnectionError, redis.TimeoutError):
         raise
