@@ -547,26 +547,34 @@ def run(bench: Bench, results: Results) -> None:  # noqa: C901 - one linear scri
         limit["score_only_per_s"] >= 300_000,
     )
 
-    # 2. sentq end to end, chunk-size sweep
+    # 2. sentq end to end, chunk-size sweep: two rounds, interleaved, best of each (one run varies by ~10%)
+    from sentq.settings import Settings
+
+    default = Settings().chunk_size
+    sizes_swept = sorted(set(sizes.sweep) | {default})
     sweep: dict[int, float] = {}
-    for size in sizes.sweep:
-        with step(f"2. sentq submit --wait, {sizes.main:,} texts, chunk {size:,}"):
-            out_path = tmp / f"e2e-{size}.jsonl"
-            timed = check(
-                bench.sentq(
-                    ["submit", str(main_file), "--wait", "-o", str(out_path), "--chunk-size", str(size)],
-                    name=f"e2e-{size}",
-                ),
-                "sentq submit --wait",
-            )
-            lines = count_lines(out_path)
-            if lines != sizes.main:
-                raise RuntimeError(f"chunk {size}: {lines:,} output lines for {sizes.main:,} texts")
-            out_path.unlink()
-            sweep[size] = sizes.main / timed.wall_s
-            results.notes.append(f"chunk {size:,}: " + bench.breakdown(timed, job_id_from(timed.stderr)))
-            bench.drop_jobs()
-    default = 5000
+    breakdowns: dict[int, str] = {}
+    for round_no in (1, 2):
+        for size in sizes_swept:
+            with step(f"2. sentq submit --wait, {sizes.main:,} texts, chunk {size:,} (round {round_no})"):
+                out_path = tmp / f"e2e-{size}.jsonl"
+                timed = check(
+                    bench.sentq(
+                        ["submit", str(main_file), "--wait", "-o", str(out_path), "--chunk-size", str(size)],
+                        name=f"e2e-{size}",
+                    ),
+                    "sentq submit --wait",
+                )
+                lines = count_lines(out_path)
+                if lines != sizes.main:
+                    raise RuntimeError(f"chunk {size}: {lines:,} output lines for {sizes.main:,} texts")
+                out_path.unlink()
+                if sizes.main / timed.wall_s > sweep.get(size, 0.0):
+                    sweep[size] = sizes.main / timed.wall_s
+                    breakdowns[size] = bench.breakdown(timed, job_id_from(timed.stderr))
+                bench.drop_jobs()
+            if round_no == 2:
+                results.notes.append(f"chunk {size:,} (best of 2): " + breakdowns[size])
     e2e = sweep[default]
     for size, r in sweep.items():
         is_default = size == default
@@ -580,7 +588,7 @@ def run(bench: Bench, results: Results) -> None:  # noqa: C901 - one linear scri
         )
     best = max(sweep, key=lambda s: sweep[s])
     results.notes.append(
-        f"chunk sweep: best {best:,} ({sweep[best]:,.0f}/s); the default 5,000 is "
+        f"chunk sweep: best {best:,} ({sweep[best]:,.0f}/s); the default {default:,} is "
         f"{sweep[default] / sweep[best]:.0%} of it"
     )
 

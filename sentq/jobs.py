@@ -25,13 +25,14 @@ if TYPE_CHECKING:
 
     from sentq.inputs import Chunk, TextSource
 
-# Chunk inputs staged per Redis pipeline: ~20 MB of texts at most per round trip at the default chunk size.
-STAGE_BATCH = 8
-# A producer refreshes the job's heartbeat at every staged batch (~40k texts, well under a second); silent this long
+# Texts staged per Redis pipeline (then their chunks are queued): ~3 MB a round trip, and what the producer holds.
+STAGE_TEXTS = 40_000
+# A producer refreshes the job's heartbeat at every staged batch (well under a second apart); silent this long
 # it is gone. Generous, because a file's validation pass (~3M lines/s) happens before the first batch.
 PRODUCER_SILENT_S = 300
-# Chunk results fetched per poll by a waiter: enough to keep up with many workers, little memory.
-FOLLOW_WINDOW = 8
+# A waiter fetches the next chunks' rows in one round trip, about this many texts' worth (at least 2 chunks): enough
+# to keep up with many workers, while the rows held in memory stay ~6 MB (~150 bytes a row).
+FOLLOW_TEXTS = 40_000
 
 
 class JobState(StrEnum):
@@ -297,7 +298,7 @@ def stage(
     leaving it half-done.
     """
     pending: list[Chunk] = []
-    seen = 0
+    pending_texts = seen = 0
 
     def flush() -> None:
         pipe = client.pipeline(transaction=False)
@@ -309,6 +310,8 @@ def stage(
         pipe.execute()
         publish([chunk.index for chunk in pending])
         pending.clear()
+        nonlocal pending_texts
+        pending_texts = 0
 
     try:
         if not source.is_stream:
@@ -316,8 +319,9 @@ def stage(
         for chunk in source.chunks(chunk_size):
             seen += 1
             pending.append(chunk)
+            pending_texts += len(chunk.texts)
             # The first chunk goes out alone so a worker starts at once; then batches amortise round trips.
-            if seen == 1 or len(pending) >= STAGE_BATCH:
+            if seen == 1 or pending_texts >= STAGE_TEXTS:
                 flush()
         if pending:
             flush()
@@ -542,16 +546,18 @@ def follow(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     next_index = 0
+    window = 2
     failed: dict[int, str] = {}
     while True:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
-        for index in range(next_index, next_index + FOLLOW_WINDOW):
+        for index in range(next_index, next_index + window):
             pipe.get(keys.chunk_output(job_id, index))
         raw, *outputs = pipe.execute()
         if not raw:
             raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
         record = JobRecord.from_hash(job_id, raw)
+        window = max(2, FOLLOW_TEXTS // max(record.chunk_size, 1))
         if record.chunks_failed and len(failed) < record.chunks_failed:
             failed = failures(client, job_id)
         moved = False
