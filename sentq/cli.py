@@ -63,8 +63,15 @@ def exit_code_for(exc: errors.SentqError) -> int:
     return EXIT_USAGE
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
-    """``app.command`` that turns a SentqError into one red line on stderr and its exit code."""
+def print_error(exc: errors.SentqError) -> None:
+    """One red line on stderr (the message is escaped: Rich must not read "[...]" in it as markup)."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
+
+
+def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` (or ``on.command``) that turns a SentqError into one red line and its exit code."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -72,10 +79,10 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
             try:
                 return func(*a, **kw)
             except errors.SentqError as exc:
-                err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+                print_error(exc)
                 raise typer.Exit(code=exit_code_for(exc)) from None
 
-        app.command(*args, **kwargs)(run)
+        (on or app).command(*args, **kwargs)(run)
         return func
 
     return decorate
@@ -191,7 +198,9 @@ def follow_job(
     sink = Sink(output, format_for(output, out_format))
     view = ProgressView(err, job_id)
     try:
-        for rows in jobs.follow(control.connect(settings), job_id, timeout_s=timeout, on_progress=view.update):
+        lost = lambda exc: err.print(f"[yellow]lost Redis ({exc}); retrying for 30 s[/yellow]")  # noqa: E731
+        client = control.connect(settings)
+        for rows in jobs.follow(client, job_id, timeout_s=timeout, on_progress=view.update, on_disconnect=lost):
             sink.write(rows)
     except KeyboardInterrupt:
         view.close()
@@ -283,23 +292,8 @@ VersionArg = Annotated[str, typer.Argument(help="A model version, e.g. 3 or v3 (
 
 
 def model_command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
-    """``model_app.command`` with `command`'s handling: a SentqError is one red line and its exit code."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def run(*a: Any, **kw: Any) -> Any:
-            try:
-                return func(*a, **kw)
-            except errors.SentqError as exc:
-                from rich.markup import escape
-
-                err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
-                raise typer.Exit(code=exit_code_for(exc)) from None
-
-        model_app.command(*args, **kwargs)(run)
-        return func
-
-    return decorate
+    """`command` for the `sentq model ...` sub-app."""
+    return command(*args, on=model_app, **kwargs)
 
 
 @model_command("list")
@@ -489,7 +483,7 @@ def main() -> None:
         err.print("interrupted")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except errors.SentqError as exc:  # raised outside a command, e.g. by settings at import
-        err.print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+        print_error(exc)
         raise SystemExit(exit_code_for(exc)) from None
 
 

@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import keys
-from sentq.errors import InputError, JobCancelledError, JobFailedError, JobNotFoundError, JobTimeoutError
-from sentq.settings import Settings
+from sentq.errors import (
+    BrokerUnavailableError,
+    InputError,
+    JobCancelledError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+)
+from sentq.settings import Settings, mask_secrets
 from sentq.store import text
 
 if TYPE_CHECKING:
@@ -538,22 +545,41 @@ def follow(
     timeout_s: float | None = None,
     poll_s: float = 0.1,
     on_progress: Callable[[Progress], None] | None = None,
+    reconnect_s: float = 30.0,
+    on_disconnect: Callable[[Exception], None] | None = None,
 ) -> Iterator[bytes]:
     """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
 
     Returns when every chunk is written or recorded failed; raises JobCancelledError if the job is cancelled,
     JobTimeoutError past ``timeout_s``, JobNotFoundError if it expired. Each poll is one pipelined round trip.
+    A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     next_index = 0
     window = 2
     failed: dict[int, str] = {}
+    lost_at: float | None = None
     while True:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
         for index in range(next_index, next_index + window):
             pipe.get(keys.chunk_output(job_id, index))
-        raw, *outputs = pipe.execute()
+        try:
+            raw, *outputs = pipe.execute()
+            lost_at = None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if lost_at is None:
+                lost_at = time.monotonic()
+                if on_disconnect is not None:
+                    on_disconnect(exc)
+            if time.monotonic() - lost_at > reconnect_s:
+                raise BrokerUnavailableError(
+                    f"lost Redis for over {reconnect_s:g}s while following job {job_id} ({mask_secrets(str(exc))}); "
+                    "the job keeps its "
+                    f"state in Redis: once it is back, reattach with `sentq wait {job_id}`"
+                ) from None
+            time.sleep(1.0)
+            continue
         if not raw:
             raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
         record = JobRecord.from_hash(job_id, raw)

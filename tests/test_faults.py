@@ -124,3 +124,37 @@ def test_producer_killed_mid_input_is_reported_not_waited_on_forever(worker: Wor
     assert [json.loads(r)["line"] for r in waited.stdout.splitlines()] == list(range(1, scored + 1))  # all, in order
     status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
     assert status["state"] == "invalid"
+
+
+def test_wait_rides_out_a_redis_restart(tmp_path: Path) -> None:
+    """Redis (append-only, as sentq runs it) restarts while `sentq wait` follows a job: wait says so and finishes."""
+    import subprocess
+
+    from tests.conftest import SENTQ, RedisServer, base_env
+
+    server = RedisServer(tmp_path, appendonly=True)
+    server.start()
+    env = {"SENTQ_QUEUE": "restart-q"}
+    src = tmp_path / "t.txt"
+    src.write_text("great product\nawful service\n" * 50)
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], server.url, **env).stdout.strip()
+    waiter = subprocess.Popen(
+        SENTQ + ["wait", job], env=base_env(server.url, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    w = Worker(server.url, tmp_path / "w.log", name="restart-wait@%h", env_extra=env)
+    try:
+        time.sleep(1.5)
+        server.stop()
+        time.sleep(2.5)
+        server.start()
+        w.start()
+        out, errs = waiter.communicate(timeout=90)
+        assert waiter.returncode == 0, errs.decode() + w.output()
+        assert "lost Redis" in errs.decode()
+        assert len(out.decode().splitlines()) == 100
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.communicate()
+        w.stop()
+        server.stop()
