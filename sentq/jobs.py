@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
     from sentq.inputs import Chunk, TextSource
 
+# A chunk of long texts is cut so one task stays small (memory in Redis and in the worker, time to redeliver):
+# ~8 MB of text scores in about a second.
+MAX_CHUNK_CHARS = 8_000_000
 # Texts staged per Redis pipeline (then their chunks are queued): ~3 MB a round trip, and what the producer holds.
 STAGE_TEXTS = 40_000
 # A producer refreshes the job's heartbeat at every staged batch (well under a second apart); silent this long
@@ -323,7 +326,7 @@ def stage(
     try:
         if not source.is_stream:
             source.validate()
-        for chunk in source.chunks(chunk_size):
+        for chunk in split_large(source.chunks(chunk_size)):
             seen += 1
             pending.append(chunk)
             pending_texts += len(chunk.texts)
@@ -341,6 +344,27 @@ def stage(
         raise
     client.eval(_SEAL, 1, keys.job(job_id), seen, source.texts, source.blank_lines, f"{time.time():.3f}")
     return get(client, job_id)
+
+
+def split_large(chunks: Iterable[Chunk], *, max_chars: int = MAX_CHUNK_CHARS) -> Iterator[Chunk]:
+    """Chunks renumbered in order, any over ``max_chars`` of text cut into pieces that are not."""
+    from sentq.inputs import Chunk
+
+    index = 0
+    for chunk in chunks:
+        if sum(map(len, chunk.texts)) <= max_chars:
+            yield Chunk(index, chunk.lines, chunk.texts) if chunk.index != index else chunk
+            index += 1
+            continue
+        start = size = 0
+        for i, one in enumerate(chunk.texts):
+            if size + len(one) > max_chars and i > start:
+                yield Chunk(index, chunk.lines[start:i], chunk.texts[start:i])
+                index += 1
+                start, size = i, 0
+            size += len(one)
+        yield Chunk(index, chunk.lines[start:], chunk.texts[start:])
+        index += 1
 
 
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:

@@ -47,3 +47,15 @@ def test_rows_are_exact_json_in_order() -> None:
 
 def test_no_rows() -> None:
     assert format_rows([], [], np.array([]), "v1") == b""
+
+
+def test_large_chunks_are_cut_by_characters_and_renumbered() -> None:
+    from sentq.jobs import split_large
+
+    chunks = [Chunk(0, [1, 2, 3], ["a" * 40, "b" * 40, "c" * 40]), Chunk(1, [4], ["d"]), Chunk(2, [5, 6], ["e", "f"])]
+    out = list(split_large(chunks, max_chars=100))
+    assert [c.index for c in out] == [0, 1, 2, 3]
+    assert [c.texts for c in out] == [["a" * 40, "b" * 40], ["c" * 40], ["d"], ["e", "f"]]
+    assert [c.lines for c in out] == [[1, 2], [3], [4], [5, 6]]
+    # one text longer than the budget still goes, alone
+    assert [c.texts for c in split_large([Chunk(0, [1, 2], ["x" * 500, "y"])], max_chars=100)] == [["x" * 500], ["y"]]
