@@ -3,7 +3,7 @@
 Run by bench/run.py in its own process (one thread: OMP/OPENBLAS_NUM_THREADS=1) as
 ``python bench/limit.py REDIS_URL INPUT OUTPUT [--passes N]``; it loads the registry's current model (the one
 the workers score with) and prints one JSON object: the best pass's texts/s end to end (read -> predict_proba ->
-sentq.jobs.format_rows -> write), its per-stage seconds, and the scoring-only rate (predict_proba alone).
+sentq.rows.format_rows -> write), its per-stage seconds, and the scoring-only rate (predict_proba alone).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import redis
 
 from sentq import registry
-from sentq.jobs import format_rows
 from sentq.model import SentimentModel
+from sentq.rows import format_rows
 
 CHUNK = 5000
 

@@ -5,7 +5,7 @@ Celery no-op worker (-c 2), makes its own input (seeded: real VADER sentences re
 3-30 word texts, ~10% carrying an accented/CJK/emoji word), and measures on this machine, side by side:
 
 1. the limit: one process reads the file, scores 5,000 lines at a time with SentimentModel.predict_proba and writes
-   the same JSONL rows as sentq (sentq.jobs.format_rows); also predict_proba alone;
+   the same JSONL rows as sentq (sentq.rows.format_rows); also predict_proba alone;
 2. sentq end to end: `sentq submit FILE --wait -o out.jsonl` of 1M texts (launch to exit), at chunk sizes
    1k / 5k / 20k, output lines checked;
 3. the seed's way: the same texts as a Celery group of `sentq.batch_score` chunks of 5,000, collected with .get();

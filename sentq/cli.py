@@ -191,7 +191,7 @@ def wait(
 def follow_job(
     settings: Settings, job_id: str, *, output: Path | None, out_format: str | None, timeout: float | None
 ) -> None:
-    from sentq import control, jobs
+    from sentq import control, follow
     from sentq.export import Sink, format_for
     from sentq.render import ProgressView
 
@@ -200,7 +200,7 @@ def follow_job(
     try:
         lost = lambda exc: err.print(f"[yellow]lost Redis ({exc}); retrying for 30 s[/yellow]")  # noqa: E731
         client = control.connect(settings)
-        for rows in jobs.follow(client, job_id, timeout_s=timeout, on_progress=view.update, on_disconnect=lost):
+        for rows in follow.follow(client, job_id, timeout_s=timeout, on_progress=view.update, on_disconnect=lost):
             sink.write(rows)
     except KeyboardInterrupt:
         view.close()

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import array
-import json
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -16,33 +13,21 @@ import redis
 
 from sentq import keys
 from sentq.errors import (
-    BrokerUnavailableError,
     InputError,
-    JobCancelledError,
-    JobFailedError,
     JobNotFoundError,
-    JobTimeoutError,
 )
-from sentq.settings import Settings, mask_secrets
+from sentq.rows import encode_chunk, split_large
+from sentq.settings import Settings
 from sentq.store import text
 
 if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
     from sentq.inputs import Chunk, TextSource
 
-# A chunk of long texts is cut so one task stays small (memory in Redis and in the worker, time to redeliver):
-# ~8 MB of text scores in about a second.
-MAX_CHUNK_CHARS = 8_000_000
 # Texts staged per Redis pipeline (then their chunks are queued): ~3 MB a round trip, and what the producer holds.
 STAGE_TEXTS = 40_000
 # A producer refreshes the job's heartbeat at every staged batch (well under a second apart); silent this long
 # it is gone. Generous, because a file's validation pass (~3M lines/s) happens before the first batch.
 PRODUCER_SILENT_S = 300
-# A waiter fetches the next chunks' rows in one round trip, about this many texts' worth (at least 2 chunks): enough
-# to keep up with many workers, while the rows held in memory stay ~6 MB (~150 bytes a row).
-FOLLOW_TEXTS = 40_000
 
 
 class JobState(StrEnum):
@@ -249,48 +234,6 @@ def create(
     return job_id
 
 
-# A staged chunk: magic, count, line numbers as little-endian uint32, then the texts joined by a record
-# separator (3x cheaper than JSON both ways, measured); a chunk whose texts contain the separator goes as JSON.
-_BINARY, _JSON, _RS = b"SQB1", b"SQJ1", "\x1e"
-
-
-def _u32(values: list[int]) -> array.array[int]:
-    """Little-endian uint32s (stdlib array, not numpy: `sentq status` should not pay numpy's import)."""
-    packed = array.array("I", values)  # 4 bytes on every platform CPython supports today
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed
-
-
-def encode_chunk(chunk: Chunk) -> bytes:
-    """The chunk as staged in Redis for a worker."""
-    joined = _RS.join(chunk.texts)
-    if joined.count(_RS) != max(len(chunk.texts) - 1, 0):
-        return _JSON + json.dumps({"lines": chunk.lines, "texts": chunk.texts}, ensure_ascii=False).encode()
-    count = len(chunk.texts).to_bytes(4, "little")
-    return _BINARY + count + _u32(chunk.lines).tobytes() + joined.encode()
-
-
-def decode_chunk(raw: bytes) -> tuple[list[int], list[str]]:
-    """Line numbers and texts of a staged chunk."""
-    magic = raw[:4]
-    if magic == _JSON:
-        data = json.loads(raw[4:])
-        return data["lines"], data["texts"]
-    if magic != _BINARY:
-        raise ValueError("not a staged sentq chunk (unknown format)")
-    count = int.from_bytes(raw[4:8], "little")
-    packed = _u32([])
-    packed.frombytes(raw[8 : 8 + 4 * count])
-    if sys.byteorder == "big":
-        packed.byteswap()
-    lines: list[int] = packed.tolist()
-    texts = raw[8 + 4 * count :].decode().split(_RS) if count else []
-    if len(texts) != count:
-        raise ValueError(f"staged chunk is corrupt: {len(texts)} texts for {count} line numbers")
-    return lines, texts
-
-
 def stage(
     client: redis.Redis,
     settings: Settings,
@@ -344,27 +287,6 @@ def stage(
         raise
     client.eval(_SEAL, 1, keys.job(job_id), seen, source.texts, source.blank_lines, f"{time.time():.3f}")
     return get(client, job_id)
-
-
-def split_large(chunks: Iterable[Chunk], *, max_chars: int = MAX_CHUNK_CHARS) -> Iterator[Chunk]:
-    """Chunks renumbered in order, any over ``max_chars`` of text cut into pieces that are not."""
-    from sentq.inputs import Chunk
-
-    index = 0
-    for chunk in chunks:
-        if sum(map(len, chunk.texts)) <= max_chars:
-            yield Chunk(index, chunk.lines, chunk.texts) if chunk.index != index else chunk
-            index += 1
-            continue
-        start = size = 0
-        for i, one in enumerate(chunk.texts):
-            if size + len(one) > max_chars and i > start:
-                yield Chunk(index, chunk.lines[start:i], chunk.texts[start:i])
-                index += 1
-                start, size = i, 0
-            size += len(one)
-        yield Chunk(index, chunk.lines[start:], chunk.texts[start:])
-        index += 1
 
 
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:
@@ -523,126 +445,3 @@ def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
         error[:2000],
         f"{time.time():.3f}",
     )
-
-
-# Every score a row can show ("0.0000" .. "1.0000"): a table lookup instead of formatting a float per row.
-_SCORES = [f"{i / 10000:.4f}" for i in range(10001)]
-
-
-def format_rows(lines: list[int], texts: list[str], probs: npt.NDArray[np.float64], model: str) -> bytes:
-    """The job's output rows as JSONL, in input order (built column by column with C-level operations)."""
-    count = len(texts)
-    if not count:
-        return b""
-    import numpy as np  # here: the CLI imports this module and should not pay for numpy
-
-    # json.dumps escapes every '"' inside a string, so '", "' only ever separates two list items.
-    escaped = json.dumps(texts, ensure_ascii=False)[2:-2].split('", "')
-    scores = map(_SCORES.__getitem__, np.rint(probs * 10000).astype(np.intp).tolist())
-    neg_tail, pos_tail = (f',"label":"{label}","model":"{model}"}}\n' for label in ("negative", "positive"))
-    parts: list[str] = [""] * (7 * count)
-    parts[0::7] = ['{"line":'] * count
-    parts[1::7] = map(str, lines)
-    parts[2::7] = [',"text":"'] * count
-    parts[3::7] = escaped
-    parts[4::7] = ['","score":'] * count
-    parts[5::7] = scores
-    parts[6::7] = map((neg_tail, pos_tail).__getitem__, (probs >= 0.5).tolist())
-    return "".join(parts).encode()
-
-
-# ----- the waiter: progress and results in input order -----
-
-
-@dataclass
-class Progress:
-    """What a follower reports after each poll."""
-
-    record: JobRecord
-    chunks_written: int
-
-
-def follow(
-    client: redis.Redis,
-    job_id: str,
-    *,
-    timeout_s: float | None = None,
-    poll_s: float = 0.1,
-    on_progress: Callable[[Progress], None] | None = None,
-    reconnect_s: float = 30.0,
-    on_disconnect: Callable[[Exception], None] | None = None,
-) -> Iterator[bytes]:
-    """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
-
-    Returns when every chunk is written or recorded failed; raises JobCancelledError if the job is cancelled,
-    JobTimeoutError past ``timeout_s``, JobNotFoundError if it expired. Each poll is one pipelined round trip.
-    A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError.
-    """
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    next_index = 0
-    window = 2
-    failed: dict[int, str] = {}
-    lost_at: float | None = None
-    while True:
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(keys.job(job_id))
-        for index in range(next_index, next_index + window):
-            pipe.get(keys.chunk_output(job_id, index))
-        try:
-            raw, *outputs = pipe.execute()
-            lost_at = None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if lost_at is None:
-                lost_at = time.monotonic()
-                if on_disconnect is not None:
-                    on_disconnect(exc)
-            if time.monotonic() - lost_at > reconnect_s:
-                raise BrokerUnavailableError(
-                    f"lost Redis for over {reconnect_s:g}s while following job {job_id} ({mask_secrets(str(exc))}); "
-                    "the job keeps its "
-                    f"state in Redis: once it is back, reattach with `sentq wait {job_id}`"
-                ) from None
-            time.sleep(1.0)
-            continue
-        if not raw:
-            raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
-        record = JobRecord.from_hash(job_id, raw)
-        window = max(2, FOLLOW_TEXTS // max(record.chunk_size, 1))
-        if record.chunks_failed and len(failed) < record.chunks_failed:
-            failed = failures(client, job_id)
-        moved = False
-        for output in outputs:
-            if record.total_chunks is not None and next_index >= record.total_chunks:
-                break
-            if output is not None:
-                yield output
-            elif next_index in failed:
-                pass  # its rows are missing; the job ends failed and `sentq status JOB` shows why
-            elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
-                raise JobNotFoundError(f"the results of chunk {next_index} of job {job_id} expired")
-            else:
-                break
-            next_index += 1
-            moved = True
-        if on_progress is not None:
-            on_progress(Progress(record, next_index))
-        if record.total_chunks is not None and next_index >= record.total_chunks:
-            return
-        if record.state == JobState.CANCELLED:
-            raise JobCancelledError(f"job {job_id} was cancelled ({record.texts_done} texts were scored)")
-        if record.state == JobState.INVALID:
-            raise InputError(f"job {job_id} stopped: {record.error}")
-        if record.orphaned and not moved:  # deliver every row that was scored first
-            reason = (
-                f"the submitting process stopped while reading the input (no sign of it for {PRODUCER_SILENT_S}s; "
-                f"killed?) after {record.texts_done:,} texts were scored; submit the input again"
-            )
-            mark_invalid(client, job_id, reason, staged_chunks=0)
-            raise JobFailedError(f"job {job_id} failed: {reason}")
-        if deadline is not None and time.monotonic() > deadline:
-            raise JobTimeoutError(
-                f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
-                f"it keeps running: reattach with `sentq wait {job_id}`"
-            )
-        if not moved:
-            time.sleep(poll_s)

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sentq.follow import Progress as JobProgress
 from sentq.jobs import JobRecord, JobState
-from sentq.jobs import Progress as JobProgress
 
 STATE_STYLE = {
     JobState.DONE: "green",

@@ -15,7 +15,7 @@ from celery import Celery, signals
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
-from sentq import jobs, registry, schedule, store
+from sentq import jobs, registry, rows, schedule, store
 from sentq.errors import ConfigError, ModelError, SentqError
 from sentq.model import SentimentModel
 from sentq.settings import Settings, mask_url
@@ -258,9 +258,9 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
     try:
         ref = work.model or jobs.pin_model(client, job_id, registry.ensure_current(client, settings))
         model = model_for(ref)
-        lines, texts = jobs.decode_chunk(work.payload)
+        lines, texts = rows.decode_chunk(work.payload)
         probs = model.predict_proba(texts)
-        rows = jobs.format_rows(lines, texts, probs, f"v{registry.ref_version(ref)}")
+        out = rows.format_rows(lines, texts, probs, f"v{registry.ref_version(ref)}")
     except (redis.ConnectionError, redis.TimeoutError):
         raise
     except Exception as exc:  # any other failure is this chunk's: record it, keep the job going
@@ -272,7 +272,7 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         client,
         job_id,
         index,
-        rows=rows,
+        rows=out,
         texts=len(texts),
         compute_s=time.time() - started,
         wait_s=wait_s,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sentq.inputs import Chunk
-from sentq.jobs import decode_chunk, encode_chunk, format_rows
+from sentq.rows import decode_chunk, encode_chunk, format_rows
 
 AWKWARD = ["", 'say "hi"', "back\\slash", "two\nlines", "tab\there", "café 日本 🙂", "\x1e", "\u2028 sep", '", "']
 
@@ -50,7 +50,7 @@ def test_no_rows() -> None:
 
 
 def test_large_chunks_are_cut_by_characters_and_renumbered() -> None:
-    from sentq.jobs import split_large
+    from sentq.rows import split_large
 
     chunks = [Chunk(0, [1, 2, 3], ["a" * 40, "b" * 40, "c" * 40]), Chunk(1, [4], ["d"]), Chunk(2, [5, 6], ["e", "f"])]
     out = list(split_large(chunks, max_chars=100))

@@ -1,0 +1,119 @@
+"""Following a job: progress and its rows in input order, as workers finish chunks (never all in memory)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import redis
+
+from sentq import keys
+from sentq.errors import (
+    BrokerUnavailableError,
+    InputError,
+    JobCancelledError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+)
+from sentq.jobs import PRODUCER_SILENT_S, JobRecord, JobState, failures, mark_invalid
+from sentq.settings import mask_secrets
+
+# A waiter fetches the next chunks' rows in one round trip, about this many texts' worth (at least 2 chunks): enough
+# to keep up with many workers, while the rows held in memory stay ~6 MB (~150 bytes a row).
+FOLLOW_TEXTS = 40_000
+
+
+@dataclass
+class Progress:
+    """What a follower reports after each poll."""
+
+    record: JobRecord
+    chunks_written: int
+
+
+def follow(
+    client: redis.Redis,
+    job_id: str,
+    *,
+    timeout_s: float | None = None,
+    poll_s: float = 0.1,
+    on_progress: Callable[[Progress], None] | None = None,
+    reconnect_s: float = 30.0,
+    on_disconnect: Callable[[Exception], None] | None = None,
+) -> Iterator[bytes]:
+    """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
+
+    Returns when every chunk is written or recorded failed; raises JobCancelledError if the job is cancelled,
+    JobTimeoutError past ``timeout_s``, JobNotFoundError if it expired. Each poll is one pipelined round trip.
+    A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    next_index = 0
+    window = 2
+    failed: dict[int, str] = {}
+    lost_at: float | None = None
+    while True:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.job(job_id))
+        for index in range(next_index, next_index + window):
+            pipe.get(keys.chunk_output(job_id, index))
+        try:
+            raw, *outputs = pipe.execute()
+            lost_at = None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if lost_at is None:
+                lost_at = time.monotonic()
+                if on_disconnect is not None:
+                    on_disconnect(exc)
+            if time.monotonic() - lost_at > reconnect_s:
+                raise BrokerUnavailableError(
+                    f"lost Redis for over {reconnect_s:g}s while following job {job_id} ({mask_secrets(str(exc))}); "
+                    "the job keeps its "
+                    f"state in Redis: once it is back, reattach with `sentq wait {job_id}`"
+                ) from None
+            time.sleep(1.0)
+            continue
+        if not raw:
+            raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
+        record = JobRecord.from_hash(job_id, raw)
+        window = max(2, FOLLOW_TEXTS // max(record.chunk_size, 1))
+        if record.chunks_failed and len(failed) < record.chunks_failed:
+            failed = failures(client, job_id)
+        moved = False
+        for output in outputs:
+            if record.total_chunks is not None and next_index >= record.total_chunks:
+                break
+            if output is not None:
+                yield output
+            elif next_index in failed:
+                pass  # its rows are missing; the job ends failed and `sentq status JOB` shows why
+            elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
+                raise JobNotFoundError(f"the results of chunk {next_index} of job {job_id} expired")
+            else:
+                break
+            next_index += 1
+            moved = True
+        if on_progress is not None:
+            on_progress(Progress(record, next_index))
+        if record.total_chunks is not None and next_index >= record.total_chunks:
+            return
+        if record.state == JobState.CANCELLED:
+            raise JobCancelledError(f"job {job_id} was cancelled ({record.texts_done} texts were scored)")
+        if record.state == JobState.INVALID:
+            raise InputError(f"job {job_id} stopped: {record.error}")
+        if record.orphaned and not moved:  # deliver every row that was scored first
+            reason = (
+                f"the submitting process stopped while reading the input (no sign of it for {PRODUCER_SILENT_S}s; "
+                f"killed?) after {record.texts_done:,} texts were scored; submit the input again"
+            )
+            mark_invalid(client, job_id, reason, staged_chunks=0)
+            raise JobFailedError(f"job {job_id} failed: {reason}")
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobTimeoutError(
+                f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
+                f"it keeps running: reattach with `sentq wait {job_id}`"
+            )
+        if not moved:
+            time.sleep(poll_s)
