@@ -31,3 +31,20 @@ app.conf.update(
 @app.task(name="bench.noop")
 def noop() -> None:
     """Do nothing: the round trip is all broker, worker and result backend."""
+
+
+# The same no-op with Celery's task events on (worker and "sent" events), as sentq runs them so that `celery events`
+# and Flower can watch: the part of sentq's round trip that is the price of being observable, not sentq's own work.
+EVENTS_QUEUE = "bench.noop.events"
+events_app = Celery("benchnoopevents", broker=URL, backend=URL, set_as_current=False)
+events_app.conf.update(
+    app.conf.table(),
+    task_default_queue=EVENTS_QUEUE,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+)
+
+
+@events_app.task(name="bench.noop_events")
+def noop_events() -> None:
+    """Do nothing, observably."""

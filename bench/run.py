@@ -187,6 +187,7 @@ class Bench:
         self.client = redis.Redis(port=self.port, socket_connect_timeout=2, socket_timeout=60)
         self.worker: subprocess.Popen[bytes] | None = None
         self.noop_worker: subprocess.Popen[bytes] | None = None
+        self.noop_events_worker: subprocess.Popen[bytes] | None = None
 
     def env(self, *, one_thread: bool = False, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SENTQ_")}
@@ -240,6 +241,20 @@ class Bench:
         cmd += ["-n", "noop@%h", "--pool", "prefork", "-l", "INFO"]
         env = self.env(one_thread=True, BENCH_BROKER_URL=self.url, PYTHONPATH=str(BENCH))
         self.noop_worker = self._start_worker(cmd, "noop-worker.log", env)
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "noop_app:events_app",
+            "worker",
+            "-c",
+            "2",
+            "-Q",
+            "bench.noop.events",
+        ]
+        cmd += ["-n", "noopev@%h", "--pool", "prefork", "-l", "INFO", "-E"]
+        self.noop_events_worker = self._start_worker(cmd, "noop-events-worker.log", env)
 
     def sentq(
         self, args: list[str], *, env: dict[str, str] | None = None, first_line: bool = False, name: str = "cli"
@@ -680,6 +695,7 @@ def run(bench: Bench, results: Results) -> None:  # noqa: C901 - one linear scri
         import noop_app  # bench/noop_app.py, with BENCH_BROKER_URL taken from the environment at import
 
         noop_app.app.conf.update(broker_url=bench.url, result_backend=bench.url)
+        noop_app.events_app.conf.update(broker_url=bench.url, result_backend=bench.url)
 
         def one_text() -> object:
             return sentq_worker.batch_score.delay(["great product"]).get(timeout=10)
@@ -687,14 +703,19 @@ def run(bench: Bench, results: Results) -> None:  # noqa: C901 - one linear scri
         def noop() -> object:
             return noop_app.noop.delay().get(timeout=10)
 
-        warm = round_trips(one_text, 20) + round_trips(noop, 20)
+        def noop_events() -> object:
+            return noop_app.noop_events.delay().get(timeout=10)
+
+        warm = round_trips(one_text, 20) + round_trips(noop, 20) + round_trips(noop_events, 20)
         print(f"[bench] warm-up round trips: {sum(warm):.2f} s, max {max(warm):.3f} s", file=sys.stderr)
         rt_sentq: list[float] = []
         rt_noop: list[float] = []
+        rt_events: list[float] = []
         block = max(sizes.round_trips // 4, 1)
         for _ in range(4):  # interleaved blocks, so a burst of load elsewhere hits both sides alike
             rt_sentq += round_trips(one_text, block)
             rt_noop += round_trips(noop, block)
+            rt_events += round_trips(noop_events, block)
         print(f"[bench] measured round trips: {sum(rt_sentq) + sum(rt_noop):.2f} s", file=sys.stderr)
         bench.drop_jobs()
     p50s, p50n = statistics.median(rt_sentq), statistics.median(rt_noop)
@@ -710,6 +731,13 @@ def run(bench: Bench, results: Results) -> None:  # noqa: C901 - one linear scri
         "5",
         f"bare Celery no-op .delay().get() p50 / p99 (n={len(rt_noop)})",
         f"{ms(p50n)} / {ms(percentile(rt_noop, 99))}",
+    )
+    p50e = statistics.median(rt_events)
+    add(
+        "5",
+        f"Celery no-op with task events on (as sentq runs) p50 / p99 (n={len(rt_events)})",
+        f"{ms(p50e)} / {ms(percentile(rt_events, 99))}",
+        f"{p50e / p50n:.2f}x no-op; sentq is {p50s / p50e:.2f}x this",
     )
 
     def median_wall(args: list[str], name: str, env: dict[str, str] | None = None) -> float:
@@ -844,7 +872,8 @@ def main() -> int:
         f"- machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, {info['os']}",
         f"- versions: python {info['python']}, celery {info['celery']}, redis-server {info['redis-server']}, "
         f"redis-py {info['redis-py']}",
-        "- workers: `sentq worker -c 2` and a bare Celery no-op worker `-c 2` (bench/noop_app.py), "
+        "- workers: `sentq worker -c 2`, a bare Celery no-op worker `-c 2` and the same with task events (-E) "
+        "(bench/noop_app.py), "
         "OMP/OPENBLAS_NUM_THREADS=1 for them and for the limit",
     ]
     target.parent.mkdir(parents=True, exist_ok=True)
