@@ -1,11 +1,9 @@
-"""Streaming, validating readers of text inputs (plain text, CSV/TSV, JSONL; gzipped or not; files or stdin)."""
+"""The public input reader: TextSource opens a file or stdin (gzipped or not), decodes it, feeds it to its format."""
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
-import json
 import os
 import stat
 import sys
@@ -14,10 +12,12 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import chain, islice
+from functools import partial
+from itertools import chain
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
 
 from sentq.errors import ConfigError, InputError
+from sentq.inputs_formats import Block, FormatReader, is_index, plain_text_fits
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -42,10 +42,8 @@ _BINARY_CHECK_BYTES = 8 * 1024
 # Bytes kept behind the decoder to locate a UTF-8 error: more than the 64 KiB read-ahead plus one 8 KiB decode step,
 # so the bad byte is always inside, even for stdin (which cannot be read again).
 _KEEP_BYTES = 256 * 1024
-_HEADER_WORDS = frozenset({"text", "review", "sentence", "body", "comment", "content"})
-_CHOOSE_COLUMN = "choose one with --column NAME or --column INDEX (counting from 1)"
-
-_Block = tuple[list[int], list[str]]
+# Block size of validate's fast pass over plain text: big enough to amortise per-block work, small enough for cache.
+_SCAN_BYTES = 1024 * 1024
 
 
 class _Readable(Protocol):
@@ -86,7 +84,6 @@ class TextSource:
         self._header = header
         self._max_chars = max_chars
         self._used = False
-        self._header_row = False  # whether the last read found a CSV header row (for the "no texts" message)
         lowered = os.path.basename(path).lower()
         self._gzip_suffix = lowered.endswith(".gz")
         if fmt is None:
@@ -101,7 +98,7 @@ class TextSource:
                 f"--column applies to CSV/TSV input, but {self.name} is read as {fmt}; "
                 "add --format csv (or tsv), or drop --column"
             )
-        if column is not None and (not column.strip() or (_is_index(column) and int(column) == 0)):
+        if column is not None and (not column.strip() or (is_index(column) and int(column) == 0)):
             raise ConfigError(f"--column needs a column name or a number counting from 1, got {column!r}")
         # The default field name is allowed everywhere, so callers may always pass it.
         if field not in (None, "text") and fmt != "jsonl":
@@ -127,10 +124,28 @@ class TextSource:
             raise TypeError(f"{self.name} is a stream and cannot be read twice; validate it while reading chunks")
         self.blank_lines = self.texts = 0
         try:
+            if self.format == "text" and not self._gzip_suffix and self._plain_text_fits():
+                return
             for _ in self._read(8192):
                 pass
         finally:
             self.blank_lines = self.texts = 0
+
+    def _plain_text_fits(self) -> bool:
+        """Whether an uncompressed plain-text file is good, by a fast bytes-level pass (False: unsure, read it exactly).
+
+        The exact reader then only runs on a file with a problem, or one the fast pass is unsure of (NUL in the
+        first 8 KiB, gzip data, a huge line), so its error messages, with their line and column, stay the only ones.
+        """
+        try:
+            with open(self._path, "rb") as raw:
+                first = raw.read(_SCAN_BYTES)
+                if first.startswith(_GZIP_MAGIC) or b"\0" in first[:_BINARY_CHECK_BYTES]:
+                    return False
+                rest = iter(partial(raw.read, _SCAN_BYTES), b"")
+                return plain_text_fits(chain([first.removeprefix(_BOM)], rest), self._max_chars)
+        except OSError:
+            return False
 
     # Opening.
 
@@ -166,26 +181,37 @@ class TextSource:
             self._check_file()  # gone or unreadable since __init__: raise the same message it would have
             raise
 
-    def _read(self, size: int) -> Iterator[_Block]:
+    def _read(self, size: int) -> Iterator[Block]:
         """Open, check and decode the input, then yield blocks of at most ``size`` texts from the format's reader."""
+        reader = FormatReader(
+            self.name,
+            self.format,
+            max_chars=self._max_chars,
+            column=self._column,
+            field=self._field,
+            header=self._header,
+        )
         with ExitStack() as stack:
             tap: _Tap | None = None
             try:
                 text, tap, head = self._open_text(stack, record=self.is_stream)
                 if self.format == "text":
-                    blocks = self._text_blocks(text, size)
+                    blocks = reader.text_blocks(text, size)
                 elif self.format == "jsonl":
-                    blocks = self._jsonl_blocks(text, size)
+                    blocks = reader.jsonl_blocks(text, size)
                 else:
-                    blocks = self._csv_blocks(text, size, _sample(head))
+                    blocks = reader.csv_blocks(text, size, _sample(head))
                 for block in blocks:
                     self.texts += len(block[1])
+                    self.blank_lines = reader.blank_lines
                     yield block
             except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 raise self._read_error(exc, tap if self.is_stream else self._replay()) from None
+            finally:
+                self.blank_lines = reader.blank_lines
         if self.texts == 0:
             blanks = f"{self.blank_lines:,} blank line{'s' if self.blank_lines != 1 else ''}"
-            if self._header_row:
+            if reader.header_row:
                 why = "only a header row" + (f" and {blanks}" if self.blank_lines else "")
             elif self.blank_lines:
                 why = f"{blanks} and no text"
@@ -266,205 +292,6 @@ class TextSource:
                 "sentq reads plain text, CSV/TSV or JSONL"
             )
 
-    # Formats. Each yields blocks of exactly ``size`` texts but the last, keeping at most one block.
-
-    def _text_blocks(self, f: TextIO, size: int) -> Iterator[_Block]:
-        max_chars = self._max_chars
-        line = 0  # lines read so far
-        while True:
-            lines: list[int] = []
-            texts: list[str] = []
-            while len(texts) < size:
-                raw = list(islice(f, size - len(texts)))
-                if not raw:
-                    break
-                block = [s.strip() for s in raw]
-                # The fast path: a block with no blank and no over-long line is taken whole.
-                if all(block) and max(map(len, block)) <= max_chars:
-                    lines.extend(range(line + 1, line + 1 + len(block)))
-                    texts.extend(block)
-                else:
-                    for number, text in enumerate(block, line + 1):
-                        if not text:
-                            self.blank_lines += 1
-                        elif len(text) > max_chars:
-                            raise self._too_long(number, len(text))
-                        else:
-                            lines.append(number)
-                            texts.append(text)
-                line += len(raw)
-            if not texts:
-                return
-            yield lines, texts
-
-    def _jsonl_blocks(self, f: TextIO, size: int) -> Iterator[_Block]:
-        field, max_chars, loads = self._field, self._max_chars, json.loads
-        lines: list[int] = []
-        texts: list[str] = []
-        for number, raw in enumerate(f, 1):
-            stripped = raw.strip()
-            if not stripped:
-                self.blank_lines += 1
-                continue
-            try:
-                value = loads(stripped)
-            except json.JSONDecodeError as exc:
-                column = exc.colno + len(raw) - len(raw.lstrip())
-                raise InputError(
-                    f"{self.name}: line {number} is not valid JSON ({exc.msg} at column {column}); "
-                    'each line must be one JSON object, such as {"text": "..."}'
-                ) from None
-            if isinstance(value, dict):
-                if field not in value:
-                    raise InputError(
-                        f'{self.name}: line {number} has no field "{field}" '
-                        f"(fields: {_show(list(value))}); choose one with --field"
-                    )
-                value = value[field]
-                if not isinstance(value, str):
-                    raise InputError(
-                        f'{self.name}: line {number}: field "{field}" is {_json_type(value)}, not a '
-                        f'string; each line needs its text as a JSON string in "{field}"'
-                    )
-            elif not isinstance(value, str):
-                raise InputError(
-                    f"{self.name}: line {number} is {_json_type(value)}, not a JSON object; "
-                    'each line must be one JSON object, such as {"text": "..."}'
-                )
-            text = value.strip()
-            if not text:
-                self.blank_lines += 1
-            elif len(text) > max_chars:
-                raise self._too_long(number, len(text))
-            else:
-                lines.append(number)
-                texts.append(text)
-                if len(texts) == size:
-                    yield lines, texts
-                    lines, texts = [], []
-        if texts:
-            yield lines, texts
-
-    def _csv_blocks(self, f: TextIO, size: int, sample: str) -> Iterator[_Block]:
-        self._header_row = False
-        records = self._csv_records(f)
-        first = None
-        for start, row in records:
-            if any(cell.strip() for cell in row):
-                first = (start, row)
-                break
-            self.blank_lines += 1
-        if first is None:
-            return
-        column, header = self._pick_column(first[1], sample)
-        self._header_row = header
-        max_chars = self._max_chars
-        lines: list[int] = []
-        texts: list[str] = []
-        for start, row in records if header else chain([first], records):
-            try:
-                text = row[column].strip()
-            except IndexError:
-                if any(cell.strip() for cell in row):
-                    raise InputError(
-                        f"{self.name}: line {start} has {len(row)} columns, column {column + 1} "
-                        "missing; check the delimiter and the quoting on that line"
-                    ) from None
-                text = ""
-            if not text:
-                self.blank_lines += 1
-            elif len(text) > max_chars:
-                raise self._too_long(start, len(text))
-            else:
-                lines.append(start)
-                texts.append(text)
-                if len(texts) == size:
-                    yield lines, texts
-                    lines, texts = [], []
-        if texts:
-            yield lines, texts
-
-    def _csv_records(self, f: TextIO) -> Iterator[tuple[int, list[str]]]:
-        """Yield each CSV record with the physical line it starts on (quoted fields may span lines)."""
-        reader = csv.reader(f, delimiter="\t" if self.format == "tsv" else ",", strict=True)
-        end = 0
-        try:
-            for row in reader:
-                yield end + 1, row
-                end = reader.line_num
-        except csv.Error as exc:
-            start, message = end + 1, str(exc)
-            if message == "unexpected end of data":
-                raise InputError(
-                    f'{self.name}: line {start}: unterminated quoted field (a " opened in the record '
-                    "starting on this line is never closed); close the quote, or double quotes inside "
-                    'a quoted field ("")'
-                ) from None
-            if message.startswith("field larger than field limit"):
-                limit = csv.field_size_limit()
-                why = (
-                    f"over the limit of {self._max_chars:,} (SENTQ_MAX_TEXT_CHARS)"
-                    if self._max_chars < limit
-                    else "the most the CSV reader takes"
-                )
-                raise InputError(
-                    f"{self.name}: line {start} has a field over {limit:,} characters, {why}; split or shorten "
-                    "it, or check for a quote that is never closed"
-                ) from None
-            raise InputError(
-                f"{self.name}: line {start} is not valid CSV ({message}); quote fields that contain "
-                'the delimiter, quotes or newlines, and double quotes inside them ("")'
-            ) from None
-
-    def _pick_column(self, row: list[str], sample: str) -> tuple[int, bool]:
-        """The 0-based column holding the texts, and whether ``row`` (the first record) is a header."""
-        cells = [cell.strip() for cell in row]
-        folded = [cell.casefold() for cell in cells]
-        column = self._column
-        if column is not None and _is_index(column):
-            index = int(column) - 1
-            header = self._header if self._header is not None else self._sniff_header(folded, sample)
-            if header and index >= len(cells):
-                raise InputError(f"{self.name}: no column {index + 1} (columns: {_show(cells)}); {_CHOOSE_COLUMN}")
-            return index, header
-        if column is not None:
-            if self._header is False:
-                raise ConfigError(
-                    f"--column {column} names a column, so the first row must be a header; "
-                    "use --column INDEX (counting from 1) for a file without one"
-                )
-            name = column.strip()
-            if name in cells:
-                return cells.index(name), True
-            if name.casefold() in folded:
-                return folded.index(name.casefold()), True
-            raise InputError(f'{self.name}: no column "{name}" (columns: {_show(cells)}); {_CHOOSE_COLUMN}')
-        if self._header is not False and "text" in folded:
-            return folded.index("text"), True
-        if len(cells) == 1:
-            return 0, self._header if self._header is not None else self._sniff_header(folded, sample)
-        raise InputError(f"{self.name}: {len(cells)} columns ({_show(cells)}) and no --column; {_CHOOSE_COLUMN}")
-
-    def _sniff_header(self, folded: list[str], sample: str) -> bool:
-        if _HEADER_WORDS.intersection(folded):
-            return True
-        if len(folded) == 1:
-            # The sniffer votes on how a header cell differs from the cells below it; one column of free text gives
-            # it no signal (it calls any file with a single data row headed), so only the words above decide.
-            return False
-        try:
-            return _Sniffer(csv.excel_tab if self.format == "tsv" else csv.excel).has_header(sample)
-        except csv.Error:
-            return False
-
-    # Errors.
-
-    def _too_long(self, line: int, length: int) -> InputError:
-        return InputError(
-            f"{self.name}: line {line} has {length:,} characters, over the limit of "
-            f"{self._max_chars:,} (SENTQ_MAX_TEXT_CHARS); split or shorten it"
-        )
-
     def _bad_utf8(self, tap: _Tap | None) -> InputError:
         hint = "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         if tap is None:
@@ -536,17 +363,6 @@ class _Tap(io.RawIOBase):
         return size
 
 
-class _Sniffer(csv.Sniffer):
-    """``csv.Sniffer`` told the dialect, so ``has_header`` judges columns instead of guessing the delimiter."""
-
-    def __init__(self, dialect: type[csv.Dialect]) -> None:
-        super().__init__()
-        self._dialect = dialect
-
-    def sniff(self, sample: str, delimiters: str | None = None) -> type[csv.Dialect]:
-        return self._dialect
-
-
 def _read_full(stream: _Readable, size: int) -> bytes:
     """Read ``size`` bytes, or up to the end: one ``read`` may return less from a pipe."""
     parts = []
@@ -557,11 +373,6 @@ def _read_full(stream: _Readable, size: int) -> bytes:
         parts.append(data)
         size -= len(data)
     return b"".join(parts)
-
-
-def _is_index(column: str) -> bool:
-    """Whether ``--column`` is a number (counting from 1) rather than a name."""
-    return column.strip().isascii() and column.strip().isdigit()
 
 
 def _count_lines(data: bytes) -> int:
@@ -582,22 +393,3 @@ def _sample(head: bytes) -> str:
     if len(head) >= _HEAD_BYTES - len(_BOM) and "\n" in text:
         text = text[: text.rindex("\n") + 1]
     return text
-
-
-def _show(names: list[str]) -> str:
-    shown = [(name if len(name) <= 30 else name[:29] + "…") or '""' for name in names[:12]]
-    return ", ".join(shown) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return "a string"

@@ -13,6 +13,7 @@ import pytest
 
 from sentq.errors import ConfigError, InputError
 from sentq.inputs import FORMATS, Chunk, TextSource
+from sentq.inputs_formats import plain_text_fits
 
 
 def write(tmp_path: Path, name: str, data: bytes | str) -> str:
@@ -168,7 +169,7 @@ def test_file_can_be_read_again_and_counters_reset(tmp_path: Path) -> None:
     source = TextSource(write(tmp_path, "again.txt", "a\n\nb\n"))
     assert rows(source) == rows(source) == [(1, "a"), (3, "b")]
     assert (source.texts, source.blank_lines) == (2, 1)
-    source.validate()
+    validate_fast(source)
     assert (source.texts, source.blank_lines) == (0, 0)
 
 
@@ -182,6 +183,164 @@ def test_validate_checks_every_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="line 20,?001 has 50 characters"):
         TextSource(path, max_chars=40).validate()
     TextSource(path).validate()
+
+
+# validate()'s fast pass over plain text: it only ever says "all good"; every error comes from the exact reader.
+
+
+def validate_error(source: TextSource) -> str:
+    with pytest.raises(InputError) as info:
+        source.validate()
+    assert (source.texts, source.blank_lines) == (0, 0)
+    return str(info.value)
+
+
+def validate_fast(source: TextSource) -> None:
+    """validate(), proving the fast pass took the file: the exact reader must not run."""
+
+    def exact_reader(*args: Any) -> None:
+        pytest.fail("validate fell back to the exact reader")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TextSource, "_read", exact_reader)
+        source.validate()
+
+
+def pieces(data: bytes, size: int) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+SCAN_SAMPLES = [
+    b"a\nb\n",
+    b"a\r\nb\r\n\r\nc",
+    b"a\rb\r\rc\r",
+    b"   \n\t\n",
+    b"\xc2\xa0\n\x1c\n\x0c\r\n",  # Unicode and ASCII whitespace only: blank lines
+    "日本語\n😀😀😀😀\nxx\n".encode(),
+    "  日本語日本  \r\nab\n".encode(),
+    b"12345\r\n123456\r\n",
+    b"1234\r12345\r123456",
+    b"ok\ncaf\xe9\n",
+    b"ok\nab\xe6\x97",
+    b"\xed\xa0\x80\n",  # an encoded surrogate: not UTF-8
+    b"x" * 40 + b"\n",
+    b"\n" * 9,
+    b"",
+]
+
+
+@pytest.mark.parametrize("data", SCAN_SAMPLES)
+def test_plain_text_fast_pass_agrees_with_the_exact_reader_at_every_block_size(tmp_path: Path, data: bytes) -> None:
+    path = write(tmp_path, "s.txt", data)
+    for max_chars in (1, 4, 5, 6, 10):
+        try:
+            rows(TextSource(path, max_chars=max_chars))
+            exact = True
+        except InputError:
+            exact = False
+        for size in range(1, len(data) + 1):
+            assert plain_text_fits(pieces(data, size), max_chars) == exact, (max_chars, size)
+
+
+def test_fast_pass_takes_good_files_without_the_exact_reader(tmp_path: Path) -> None:
+    good = [
+        b"a\r\nb\r\n\r\n",
+        b"a\rb\r\rc",
+        "é" * 10 + "\n" + "日" * 10 + "\r\n" + "😀" * 10,  # 10 characters in 20, 30 and 40 bytes
+        "   " + "日" * 10 + "   \n",
+        "\ufeff" + "x" * 10,  # a BOM is not part of the first line
+    ]
+    for n, data in enumerate(good):
+        raw = data.encode() if isinstance(data, str) else data
+        assert plain_text_fits([raw.removeprefix(b"\xef\xbb\xbf")], 10), data
+        validate_fast(TextSource(write(tmp_path, f"g{n}.txt", raw), max_chars=10))
+
+
+def test_validate_big_file_with_the_problem_on_the_last_line(tmp_path: Path) -> None:
+    body = "".join(f"line {n} 日本語\n" for n in range(1, 200_001)).encode()  # several MiB: many fast-pass blocks
+    assert len(body) > 4 * 1024 * 1024
+    validate_fast(TextSource(write(tmp_path, "good.txt", body + b"last")))
+    long = write(tmp_path, "long.txt", body + "é".encode() * 41)  # the last line, no line break after it
+    expected = (
+        f"{long}: line 200001 has 41 characters, over the limit of 40 (SENTQ_MAX_TEXT_CHARS); split or shorten it"
+    )
+    assert validate_error(TextSource(long, max_chars=40)) == error(TextSource(long, max_chars=40)) == expected
+    validate_fast(TextSource(long, max_chars=41))
+    cut = write(tmp_path, "cut.txt", body + b"ends in half a char \xe6\x97")
+    expected = (
+        f"{cut}: line 200,001 is not valid UTF-8 (byte 0xe6 at column 21); "
+        "re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+    assert validate_error(TextSource(cut)) == error(TextSource(cut)) == expected
+    blank_end = write(tmp_path, "blank.txt", b"\n" * (3 * 1024 * 1024) + b"   x\r\n\r\n")
+    validate_fast(TextSource(blank_end))
+
+
+@pytest.mark.parametrize("offset", [-2, -1, 0, 1, 2])
+def test_validate_bad_byte_or_long_line_at_a_block_boundary(tmp_path: Path, offset: int) -> None:
+    mib = 1024 * 1024
+    for boundary in (mib, 4 * mib):
+        before = boundary + offset
+        filler = b"".join(b"%07d\n" % n for n in range(before // 8 + 1))[:before]
+        filler = filler[: filler.rfind(b"\n") + 1]
+        line = filler.count(b"\n") + 1
+        column = before - len(filler) + 1
+        data = filler + b"-" * (column - 1) + b"\xff tail\n" + b"more\n" * 10
+        path = write(tmp_path, "bad.txt", data)
+        expected = f"{path}: line {line:,} is not valid UTF-8 (byte 0xff at column {column})"
+        assert validate_error(TextSource(path)).startswith(expected)
+        # A 3-byte character across the boundary is fine; 11 of them on one line are one too many for 10.
+        split = filler + b"-" * (column - 1) + "日".encode() * 11 + b"\r\nend\r\n"
+        path = write(tmp_path, "split.txt", split)
+        limit = max(column + 10, 11)
+        validate_fast(TextSource(path, max_chars=limit))
+        if column == 1:
+            expected = f"{path}: line {line} has 11 characters, over the limit of 10 (SENTQ_MAX_TEXT_CHARS)"
+            assert validate_error(TextSource(path, max_chars=10)).startswith(expected)
+
+
+def test_validate_crlf_and_multibyte_near_the_limit(tmp_path: Path) -> None:
+    lines = ["日本語のテキスト" * 5, "ok", "😀" * 40, "  " + "é" * 40 + "  "]  # each 40 characters stripped
+    path = write(tmp_path, "crlf.txt", ("\r\n".join(lines * 30_000) + "\r\n").encode())
+    validate_fast(TextSource(path, max_chars=40))
+    expected = f"{path}: line 1 has 40 characters, over the limit of 39 (SENTQ_MAX_TEXT_CHARS); split or shorten it"
+    assert validate_error(TextSource(path, max_chars=39)) == expected
+    late = write(tmp_path, "late.txt", ("\r\n".join(lines * 30_000) + "\r\n" + "ü" * 41 + "\r\n").encode())
+    expected = (
+        f"{late}: line 120001 has 41 characters, over the limit of 40 (SENTQ_MAX_TEXT_CHARS); split or shorten it"
+    )
+    assert validate_error(TextSource(late, max_chars=40)) == expected
+
+
+def test_validate_bom(tmp_path: Path) -> None:
+    path = write(tmp_path, "bom.txt", b"\xef\xbb\xbf" + b"x" * 10 + b"\n" + b"y\n" * 100_000)
+    validate_fast(TextSource(path, max_chars=10))
+    assert "line 1 has 10 characters, over the limit of 9" in validate_error(TextSource(path, max_chars=9))
+    blanks = write(tmp_path, "bomblank.txt", b"\xef\xbb\xbf\n \n\r\n")
+    assert validate_error(TextSource(blanks)) == (
+        f"{blanks}: no texts to score (3 blank lines and no text); check that this is the right file"
+    )
+
+
+def test_validate_whole_file_problems_keep_their_messages(tmp_path: Path) -> None:
+    blanks = write(tmp_path, "blank.txt", "\n\u00a0\n\x1c\r\n \t \n" * 1000)
+    assert validate_error(TextSource(blanks)) == error(TextSource(blanks))
+    assert "no texts to score (4,000 blank lines and no text)" in error(TextSource(blanks))
+    nul = write(tmp_path, "nul.txt", b"a\x00\n")
+    assert "looks like a binary file (NUL byte in the first 8 KiB)" in validate_error(TextSource(nul))
+    TextSource(write(tmp_path, "late_nul.txt", b"a\n" * 5000 + b"\x00\n")).validate()  # as the exact reader does
+    assert "is UTF-16 text" in validate_error(TextSource(write(tmp_path, "w.txt", "hi\n".encode("utf-16"))))
+    TextSource(write(tmp_path, "z.txt", gzip.compress(b"a\n"))).validate()  # gzip data without the suffix
+    assert "gzip data is truncated" in validate_error(TextSource(write(tmp_path, "t.txt", gzip.compress(b"a\n")[:-9])))
+    empty = write(tmp_path, "empty.txt", "")
+    assert validate_error(TextSource(empty)) == error(TextSource(empty))
+
+
+def test_validate_resets_counters(tmp_path: Path) -> None:
+    source = TextSource(write(tmp_path, "c.txt", "a\n\nb\n"))
+    assert rows(source) == [(1, "a"), (3, "b")]
+    validate_fast(source)
+    assert (source.texts, source.blank_lines) == (0, 0)
 
 
 # stdin.
