@@ -67,9 +67,10 @@ class FormatReader:
             yield lines, texts
 
     def jsonl_blocks(self, f: TextIO, size: int) -> Iterator[Block]:
-        field, max_chars, loads = self._field, self._max_chars, json.loads
-        lines: list[int] = []
-        texts: list[str] = []
+        return self._blocks(self._jsonl_texts(f), size)
+
+    def _jsonl_texts(self, f: TextIO) -> Iterator[tuple[int, str]]:
+        field, loads = self._field, json.loads
         for number, raw in enumerate(f, 1):
             stripped = raw.strip()
             if not stripped:
@@ -100,7 +101,14 @@ class FormatReader:
                     f"{self.name}: line {number} is {_json_type(value)}, not a JSON object; "
                     'each line must be one JSON object, such as {"text": "..."}'
                 )
-            text = value.strip()
+            yield number, value.strip()
+
+    def _blocks(self, numbered: Iterator[tuple[int, str]], size: int) -> Iterator[Block]:
+        """Blocks of at most ``size`` (line, text) pairs: blank texts counted and skipped, over-long ones refused."""
+        max_chars = self._max_chars
+        lines: list[int] = []
+        texts: list[str] = []
+        for number, text in numbered:
             if not text:
                 self.blank_lines += 1
             elif len(text) > max_chars:
@@ -127,10 +135,10 @@ class FormatReader:
             return
         column, header = self._pick_column(first[1], sample)
         self.header_row = header
-        max_chars = self._max_chars
-        lines: list[int] = []
-        texts: list[str] = []
-        for start, row in records if header else chain([first], records):
+        yield from self._blocks(self._csv_texts(records if header else chain([first], records), column), size)
+
+    def _csv_texts(self, records: Iterator[tuple[int, list[str]]], column: int) -> Iterator[tuple[int, str]]:
+        for start, row in records:
             try:
                 text = row[column].strip()
             except IndexError:
@@ -140,18 +148,7 @@ class FormatReader:
                         "missing; check the delimiter and the quoting on that line"
                     ) from None
                 text = ""
-            if not text:
-                self.blank_lines += 1
-            elif len(text) > max_chars:
-                raise self._too_long(start, len(text))
-            else:
-                lines.append(start)
-                texts.append(text)
-                if len(texts) == size:
-                    yield lines, texts
-                    lines, texts = [], []
-        if texts:
-            yield lines, texts
+            yield start, text
 
     def _csv_records(self, f: TextIO) -> Iterator[tuple[int, list[str]]]:
         """Yield each CSV record with the physical line it starts on (quoted fields may span lines)."""
