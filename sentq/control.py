@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import jobs, keys, store
-from sentq.errors import BrokerUnavailableError
 from sentq.settings import Settings
 
 if TYPE_CHECKING:
@@ -139,23 +137,20 @@ def workers(settings: Settings, *, timeout_s: float = 1.0) -> tuple[list[WorkerI
 
 def queue_depths(settings: Settings) -> dict[str, int]:
     """Messages waiting in each of sentq's queues."""
+    from kombu.exceptions import ChannelError
+
     app = worker_module(settings).app
     depths = {}
     with app.connection_for_write() as conn:
-        channel = conn.default_channel
         for queue in (settings.queue, settings.retrain_queue):
+            channel = conn.channel()  # AMQP closes a channel whose passive declare fails: one per queue
             try:
                 depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
-            except Exception:  # a queue nobody declared yet is empty
+            except ChannelError:  # no worker ever declared it: nothing is queued there
                 depths[queue] = 0
+            finally:
+                try:
+                    channel.close()
+                except ChannelError:
+                    pass
     return depths
-
-
-def wait_for_workers(settings: Settings, *, timeout_s: float) -> None:
-    """Block until at least one worker answers a ping (used by the demo)."""
-    app = worker_module(settings).app
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if app.control.ping(timeout=0.5):
-            return
-    raise BrokerUnavailableError(f"no sentq worker answered within {timeout_s:g}s; start one with `sentq worker`")

@@ -320,6 +320,9 @@ def test_rabbitmq_broker_with_redis_results(redis_url: str, tmp_path: Path) -> N
         rows = rows_of(proc.stdout)
         assert len(rows) == 1000 and [r["label"] for r in rows[:2]] == ["positive", "negative"]
         assert "guest:guest" not in proc.stderr + w.output()
+        listed = run_sentq(["workers", "--json"], RABBIT, **env)
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["queues"] == {env["SENTQ_QUEUE"]: 0, env["SENTQ_RETRAIN_QUEUE"]: 0}
     finally:
         w.stop()
         with Connection(RABBIT, connect_timeout=3) as conn:
