@@ -8,7 +8,8 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery, signals
@@ -35,6 +36,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # cheap ZRANGE every few seconds brings a vanished worker's chunk back soon after the visibility timeout.
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
         "unacked_restore_throttle": 1,
+        # The sweep's lock; kombu keeps it 300 s, so a worker that dies (or loses Redis) holding it stops every
+        # redelivery for 5 minutes. A sweep takes milliseconds, and a doubled restore of one message is a no-op.
+        "unacked_mutex_expire": 30,
         # A producer facing a dead broker gives up after ~1 s of retries instead of hanging.
         "max_retries": 2,
         "interval_start": 0,
@@ -224,26 +228,28 @@ def _check_schedule(**_: Any) -> None:
     name="sentq.score_chunk",
     bind=True,
     ignore_result=True,  # the rows go to the job's own result keys, not to Celery's result backend
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),  # a Redis hiccup is transient; anything else is not
-    retry_backoff=1,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=5,
     time_limit=settings.task_time_limit_s,
     soft_time_limit=settings.soft_time_limit_s,
 )
 def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None) -> str:
-    """Score chunk ``index`` of job ``job_id`` (texts staged in Redis); idempotent under redelivery."""
+    """Score chunk ``index`` of job ``job_id`` (texts staged in Redis); idempotent under redelivery.
+
+    A Redis hiccup (a restart) is waited out here, with backoff, rather than by Celery's retry: that would have to
+    publish a new message to the very Redis that is down, and when it cannot, the chunk is lost once its first
+    message is acked (seen in tests/test_faults.py). Every step below is idempotent, so repeating one is safe.
+    """
     client = backend()
-    work = jobs.claim(client, job_id, index, expires_s=settings.result_expires_s)
+    work = patiently(jobs.claim, client, job_id, index, expires_s=settings.result_expires_s)
     if work.state is None:
         return "expired"
     if work.done:
         return "duplicate"
     if work.state in (jobs.JobState.CANCELLED, jobs.JobState.INVALID):
         return "skipped"
+    # Celery's own retries (a Redis hiccup, below) deliver again too, but they are not a process dying on the chunk.
     if work.deliveries > settings.max_deliveries:
-        jobs.fail(
+        patiently(
+            jobs.fail,
             client,
             job_id,
             index,
@@ -252,23 +258,26 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         )
         return "poison"
     if work.payload is None:
-        jobs.fail(client, job_id, index, "the chunk's input is missing from Redis (expired or flushed)")
+        patiently(jobs.fail, client, job_id, index, "the chunk's input is missing from Redis (expired or flushed)")
         return "missing"
     started = time.time()
     try:
-        ref = work.model or jobs.pin_model(client, job_id, registry.ensure_current(client, settings))
-        model = model_for(ref)
+        ref = work.model or patiently(
+            jobs.pin_model, client, job_id, patiently(registry.ensure_current, client, settings)
+        )
+        model = patiently(model_for, ref)
         lines, texts = rows.decode_chunk(work.payload)
         probs = model.predict_proba(texts)
         out = rows.format_rows(lines, texts, probs, f"v{registry.ref_version(ref)}")
     except (redis.ConnectionError, redis.TimeoutError):
         raise
     except Exception as exc:  # any other failure is this chunk's: record it, keep the job going
-        jobs.fail(client, job_id, index, f"{type(exc).__name__}: {exc}")
+        patiently(jobs.fail, client, job_id, index, f"{type(exc).__name__}: {exc}")
         raise
     wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
     seen = json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)})
-    jobs.complete(
+    patiently(
+        jobs.complete,
         client,
         job_id,
         index,
@@ -279,6 +288,27 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         worker=(self.request.hostname or socket.gethostname(), seen),
     )
     return "done"
+
+
+# How long a task waits for Redis to come back before giving up (its message is then redelivered after the
+# visibility timeout): long enough for a restart, well inside the soft time limit.
+REDIS_PATIENCE_S = 60.0
+T = TypeVar("T")
+
+
+def patiently(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run an idempotent Redis step, retrying connection errors with backoff for up to REDIS_PATIENCE_S."""
+    deadline = time.monotonic() + min(REDIS_PATIENCE_S, settings.soft_time_limit_s / 2)
+    delay = 0.2
+    while True:
+        try:
+            return step(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def publisher(queue: str | None = None) -> Any:

@@ -158,3 +158,46 @@ def test_wait_rides_out_a_redis_restart(tmp_path: Path) -> None:
             waiter.communicate()
         w.stop()
         server.stop()
+
+
+def test_redis_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
+    """Redis (append-only) restarts while workers are scoring: every row still comes back exactly once, in order."""
+    from tests.conftest import RedisServer
+
+    server = RedisServer(tmp_path, appendonly=True)
+    server.start()
+    env = {"SENTQ_VISIBILITY_TIMEOUT": "10", "SENTQ_TASK_TIME_LIMIT": "8"}
+    src = tmp_path / "t.txt"
+    write_texts(src, 300_000)
+    w = Worker(server.url, tmp_path / "w.log", name="midjob@%h", env_extra=env)
+    try:
+        w.start()
+        job = run_sentq(["submit", str(src), "--chunk-size", "1000"], server.url, **env).stdout.strip()
+        client = server.client()
+        deadline = time.monotonic() + 30
+        while int(client.hget(f"sentq:job:{job}", "chunks_done") or 0) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.stop()
+        time.sleep(1)
+        server.start()
+        out = tmp_path / "rows.jsonl"
+        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", "60"], server.url, timeout=90, **env)
+        if waited.returncode != 0:
+            done = {int(i) for i in client.smembers(f"sentq:job:{job}:done")}
+            missing = sorted(set(range(300)) - done)
+            diag = {
+                "missing": missing[:10],
+                "deliveries": [client.hget(f"sentq:job:{job}:deliveries", str(i)) for i in missing[:10]],
+                "inputs": [client.exists(f"sentq:job:{job}:in:{i}") for i in missing[:10]],
+                "queue": client.llen("sentq"),
+                "unacked": client.hlen("unacked"),
+                "mutex": client.ttl("unacked_mutex"),
+            }
+            raise AssertionError(f"{diag}\n{waited.stderr}\n{w.output()[-3000:]}")
+        with open(out) as f:
+            assert [json.loads(raw)["line"] for raw in f] == list(range(1, 300_001))
+        status = json.loads(run_sentq(["status", job, "--json"], server.url).stdout)
+        assert (status["chunks_done"], status["texts_done"], status["chunks_failed"]) == (300, 300_000, 0)
+    finally:
+        w.stop()
+        server.stop()
