@@ -191,6 +191,8 @@ def wait(
 def follow_job(
     settings: Settings, job_id: str, *, output: Path | None, out_format: str | None, timeout: float | None
 ) -> None:
+    from rich.markup import escape
+
     from sentq import control, follow
     from sentq.export import Sink, format_for
     from sentq.render import ProgressView
@@ -198,9 +200,12 @@ def follow_job(
     sink = Sink(output, format_for(output, out_format))
     view = ProgressView(err, job_id)
     try:
-        lost = lambda exc: err.print(f"[yellow]lost Redis ({exc}); retrying for 30 s[/yellow]")  # noqa: E731
+        lost = lambda exc: view.say(f"[yellow]lost Redis ({escape(str(exc))}); retrying for 30 s[/yellow]")  # noqa: E731
+        stalled = lambda why: view.say(f"[yellow]{escape(why)}[/yellow]")  # noqa: E731
         client = control.connect(settings)
-        for rows in follow.follow(client, job_id, timeout_s=timeout, on_progress=view.update, on_disconnect=lost):
+        for rows in follow.follow(
+            client, job_id, timeout_s=timeout, on_progress=view.update, on_disconnect=lost, on_stall=stalled
+        ):
             sink.write(rows)
     except KeyboardInterrupt:
         view.close()
@@ -212,8 +217,18 @@ def follow_job(
     record, failures = control.status(settings, job_id)
     where = f" to {output}" if output else ""
     if failures:
+        lines = sum(len(f.lines) for f in failures.values())
+        whole = sum(1 for f in failures.values() if not f.lines)
+        what = ", ".join(
+            part
+            for part in (
+                f"{lines} input lines failed alone (left out of the rows)" if lines else "",
+                f"{whole} failed chunks" if whole else "",
+            )
+            if part
+        )
         err.print(
-            f"[red]job {job_id} finished with {len(failures)} failed chunks[/red]; {sink.rows:,} rows{where}. "
+            f"[red]job {job_id} finished with {what}[/red]; {sink.rows:,} rows{where}. "
             f"See `sentq status {job_id}`, re-run them with `sentq retry {job_id}`"
         )
         raise typer.Exit(EXIT_FAILED_CHUNKS)
@@ -241,10 +256,16 @@ def status(
             render.print_jobs(out, records)
         return
     record, failures = control.status(settings, job_id)
+    where = control.ledger_summary(settings, job_id)
     if as_json:
-        print(json.dumps(record.to_dict() | {"failures": {str(k): v for k, v in failures.items()}}, indent=2))
+        extra = {
+            "failures": {str(k): f.error for k, f in sorted(failures.items())},
+            "failed_lines": {str(line): why for f in failures.values() for line, why in sorted(f.lines.items())},
+            "ledger": {"pending": where.pending, "leased": {str(k): v for k, v in where.leased.items()}},
+        }
+        print(json.dumps(record.to_dict() | extra, indent=2))
     else:
-        render.print_job(out, record, failures)
+        render.print_job(out, record, failures, where)
 
 
 @command()
@@ -270,14 +291,15 @@ def retry(job_id: Annotated[str, typer.Argument(help="A job that finished with f
 
 @command()
 def workers(as_json: AsJson = False) -> None:
-    """List live workers (host, processes, model, tasks done) and queue depth."""
+    """List live workers (from their heartbeats: host, processes, queues, chunks running), the ones found dead
+    holding chunks in the last hour (those chunks were re-sent), and queue depth."""
     from sentq import control, render
 
-    found, depths = control.workers(load_settings())
+    found, dead, depths = control.workers(load_settings())
     if as_json:
-        print(json.dumps({"workers": [vars(w) for w in found], "queues": depths}, indent=2))
+        print(json.dumps({"workers": [vars(w) for w in found], "dead": [vars(d) for d in dead], "queues": depths}))
     else:
-        render.print_workers(out, found, depths)
+        render.print_workers(out, found, dead, depths)
 
 
 # Model lifecycle: `sentq model ...` (a sub-app), `sentq retrain`, `sentq beat`.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from sentq import jobs, keys, store
+from sentq import jobs, keys, ledger, store
 from sentq.settings import Settings
 
 if TYPE_CHECKING:
@@ -69,17 +69,22 @@ def submit(
     publish = worker_module(settings).publisher(settings.queue)
     try:
         return jobs.stage(
-            client, settings, job_id, source, chunk_size=size, publish=lambda indexes: publish(job_id, indexes)
+            client, settings, job_id, source, chunk_size=size, publish=lambda indexes, at: publish(job_id, indexes, at)
         )
     except redis.RedisError as exc:
         raise store.unavailable(settings.backend_url, exc) from None
 
 
-def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, str]]:
-    """A job's record and the errors of its failed chunks."""
+def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, ledger.Failure]]:
+    """A job's record and its failed chunks (why, and which input lines failed alone)."""
     client = connect(settings)
     record = jobs.get(client, job_id)
     return record, jobs.failures(client, job_id) if record.chunks_failed else {}
+
+
+def ledger_summary(settings: Settings, job_id: str) -> ledger.Ledger:
+    """Where the job's unfinished chunks are: pending, leased (by whom), probed."""
+    return ledger.summary(connect(settings), job_id)
 
 
 def recent(settings: Settings, *, limit: int = 20) -> list[jobs.JobRecord]:
@@ -96,61 +101,68 @@ def retry(settings: Settings, job_id: str) -> list[int]:
     check_broker(settings)
     indexes = jobs.reopen_failed(client, job_id)
     if indexes:
-        worker_module(settings).publisher(settings.queue)(job_id, indexes)
+        sent_at = float(ledger.mark_sent(client, job_id, indexes))
+        worker_module(settings).publisher(jobs.get(client, job_id).queue or settings.queue)(job_id, indexes, sent_at)
     return indexes
 
 
 @dataclass(frozen=True)
 class WorkerInfo:
     name: str
+    host: str
+    pid: int
     concurrency: int
+    queues: list[str]
+    busy: int
+    running: list[str]  # job:chunk items
     tasks_done: int
-    active: int
     model: str
     last_task_at: float | None
+    beat_age_s: float
 
 
-def workers(settings: Settings, *, timeout_s: float = 1.0) -> tuple[list[WorkerInfo], dict[str, int]]:
-    """Live workers (they answer a broadcast within ``timeout_s``) and the depth of sentq's queues."""
+@dataclass(frozen=True)
+class DeadWorker:
+    name: str
+    found_at: float
+    chunks: list[str]  # job:chunk items it held, re-sent to live workers
+
+
+def workers(settings: Settings) -> tuple[list[WorkerInfo], list[DeadWorker], dict[str, int]]:
+    """Live workers (their heartbeats in Redis), the ones found dead holding chunks lately, and queue depths."""
     client = connect(settings)
     check_broker(settings)
-    app = worker_module(settings).app
-    inspect = app.control.inspect(timeout=timeout_s)
-    stats = inspect.stats() or {}
-    active = inspect.active() or {}
+    now = client.time()
+    now_s = now[0] + now[1] / 1e6
     seen = {store.text(k): v for k, v in client.hgetall(keys.WORKER_STATS).items()}
     found = []
-    for name, info in sorted(stats.items()):
+    for w in sorted(ledger.live_workers(client), key=lambda w: w.instance):
+        name = w.instance.rsplit("/", 1)[0]
         last = json.loads(seen[name]) if name in seen else {}
         found.append(
             WorkerInfo(
                 name=name,
-                concurrency=int(info.get("pool", {}).get("max-concurrency", 0)),
-                tasks_done=sum(int(n) for n in info.get("total", {}).values()),
-                active=len(active.get(name, [])),
+                host=str(w.info.get("host", "")),
+                pid=int(w.info.get("pid", 0)),
+                concurrency=int(w.info.get("concurrency", 0)),
+                queues=w.queues,
+                busy=int(w.info.get("busy", 0)),
+                running=w.running,
+                tasks_done=int(w.info.get("tasks_done", 0)),
                 model=f"v{last['model'].split(':')[0]}" if last.get("model") else "-",
                 last_task_at=last.get("at"),
+                beat_age_s=round(max(now_s - w.beat, 0.0), 1),
             )
         )
-    return found, queue_depths(settings)
+    dead = [
+        DeadWorker(d["instance"].rsplit("/", 1)[0], float(d["found_at"]), list(d.get("chunks", [])))
+        for d in ledger.dead_workers(client)
+    ]
+    return found, dead, queue_depths(settings)
 
 
 def queue_depths(settings: Settings) -> dict[str, int]:
     """Messages waiting in each of sentq's queues."""
-    from kombu.exceptions import ChannelError
+    from sentq import broker
 
-    app = worker_module(settings).app
-    depths = {}
-    with app.connection_for_write() as conn:
-        for queue in (settings.queue, settings.retrain_queue):
-            channel = conn.channel()  # AMQP closes a channel whose passive declare fails: one per queue
-            try:
-                depths[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
-            except ChannelError:  # no worker ever declared it: nothing is queued there
-                depths[queue] = 0
-            finally:
-                try:
-                    channel.close()
-                except ChannelError:
-                    pass
-    return depths
+    return broker.queue_depths(worker_module(settings).app, settings)

@@ -8,6 +8,7 @@ SentqError                  base of all of them; the CLI maps each to an exit co
 ├── JobNotFoundError        unknown or expired job id                        (exit 2)
 ├── BrokerUnavailableError  Redis / RabbitMQ did not answer in time          (exit 3)
 ├── JobFailedError          the job ended failed as a whole                  (exit 1)
+│   └── JobLostError        the job's records vanished from Redis mid-job    (exit 1)
 ├── JobTimeoutError         waiting for a job ran past --timeout             (exit 4)
 └── JobCancelledError       the job was cancelled                            (exit 5)
 """
@@ -45,6 +46,10 @@ class BrokerUnavailableError(SentqError):
 
 class JobFailedError(SentqError):
     """Raised when a job being waited on failed as a whole (e.g. its producer died mid-input)."""
+
+
+class JobLostError(JobFailedError):
+    """Raised when a job being followed vanishes from Redis (a restart without persistence, a flush)."""
 
 
 class JobTimeoutError(SentqError):

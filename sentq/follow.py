@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import redis
 
-from sentq import keys
+from sentq import keys, ledger
 from sentq.errors import (
     BrokerUnavailableError,
     InputError,
     JobCancelledError,
     JobFailedError,
+    JobLostError,
     JobNotFoundError,
     JobTimeoutError,
 )
@@ -23,6 +24,8 @@ from sentq.settings import mask_secrets
 # A waiter fetches the next chunks' rows in one round trip, about this many texts' worth (at least 2 chunks): enough
 # to keep up with many workers, while the rows held in memory stay ~6 MB (~150 bytes a row).
 FOLLOW_TEXTS = 40_000
+# A job that moves for this long is looked at: is any worker consuming its queue? (The answer is said once per stall.)
+STALL_AFTER_S = 15.0
 
 
 @dataclass
@@ -42,18 +45,26 @@ def follow(
     on_progress: Callable[[Progress], None] | None = None,
     reconnect_s: float = 30.0,
     on_disconnect: Callable[[Exception], None] | None = None,
+    stall_after_s: float = STALL_AFTER_S,
+    on_stall: Callable[[str], None] | None = None,
 ) -> Iterator[bytes]:
     """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
 
     Returns when every chunk is written or recorded failed; raises JobCancelledError if the job is cancelled,
     JobTimeoutError past ``timeout_s``, JobNotFoundError if it expired. Each poll is one pipelined round trip.
-    A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError.
+    A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError; a job
+    whose records vanish meanwhile (a Redis restarted without persistence) is JobLostError, never "done". A job that
+    makes no progress for ``stall_after_s`` gets ``on_stall`` with why, in words (no worker on its queue?).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     next_index = 0
     window = 2
-    failed: dict[int, str] = {}
+    failed: dict[int, ledger.Failure] = {}
     lost_at: float | None = None
+    seen: JobRecord | None = None
+    moved_at = time.monotonic()
+    last_mark: tuple[int, int, int, int] | None = None
+    said_stall = False
     while True:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
@@ -76,8 +87,14 @@ def follow(
             time.sleep(1.0)
             continue
         if not raw:
+            if seen is not None and not seen.state.finished:
+                raise JobLostError(
+                    f"job {job_id} vanished from Redis while it ran ({seen.texts_done:,} texts had been scored): "
+                    "Redis lost its data (restarted without persistence? flushed?). Submit the input again; run Redis "
+                    "with appendonly yes so a restart keeps jobs"
+                )
             raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
-        record = JobRecord.from_hash(job_id, raw)
+        record = seen = JobRecord.from_hash(job_id, raw)
         window = max(2, FOLLOW_TEXTS // max(record.chunk_size, 1))
         if record.chunks_failed and len(failed) < record.chunks_failed:
             failed = failures(client, job_id)
@@ -110,6 +127,14 @@ def follow(
             )
             mark_invalid(client, job_id, reason, staged_chunks=0)
             raise JobFailedError(f"job {job_id} failed: {reason}")
+        mark = (record.texts_done, record.chunks_done, record.chunks_failed, next_index)
+        if mark != last_mark:
+            last_mark, moved_at, said_stall = mark, time.monotonic(), False
+        elif on_stall is not None and not said_stall and time.monotonic() - moved_at > stall_after_s:
+            said_stall = True
+            why = stall_reason(client, record, time.monotonic() - moved_at)
+            if why:
+                on_stall(why)
         if deadline is not None and time.monotonic() > deadline:
             raise JobTimeoutError(
                 f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
@@ -117,3 +142,23 @@ def follow(
             )
         if not moved:
             time.sleep(poll_s)
+
+
+def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:
+    """Why a job has not moved for ``idle_s``, in words an operator can act on; None when it is just slow."""
+    if not record.queue or record.state not in (JobState.QUEUED, JobState.RUNNING, JobState.STAGING):
+        return None
+    live = ledger.consumers(client, record.queue)
+    if not live:
+        hint = "" if record.queue == "sentq" else f" with SENTQ_QUEUE={record.queue}"
+        return (
+            f"job {record.id} has made no progress for {idle_s:.0f}s: no live worker consumes its queue "
+            f"{record.queue!r}. Start one: `sentq worker`{hint} (still following)"
+        )
+    where = ledger.summary(client, record.id)
+    if not where.leased:
+        return (
+            f"job {record.id} has made no progress for {idle_s:.0f}s: {len(live)} worker(s) consume {record.queue!r} "
+            "but none holds a chunk of it (busy with other jobs? see `sentq workers`); still following"
+        )
+    return None

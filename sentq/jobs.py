@@ -1,4 +1,4 @@
-"""Jobs: records and accounting in Redis, staging chunks, following progress and streaming results in order."""
+"""Jobs: their records in Redis and staging their input as chunks; the chunks' accounting is the ledger's."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from sentq import keys
-from sentq.errors import (
-    InputError,
-    JobNotFoundError,
-)
+from sentq import keys, ledger
+from sentq.errors import BrokerUnavailableError, InputError, JobNotFoundError
 from sentq.rows import encode_chunk, split_large
 from sentq.settings import Settings
 from sentq.store import text
@@ -61,6 +58,8 @@ class JobRecord:
     chunks_done: int
     chunks_failed: int
     texts_done: int
+    texts_failed: int  # texts that failed alone (their chunk's other rows are in the output)
+    queue: str
     compute_s: float
     wait_s: float
     first_started: float | None
@@ -92,6 +91,8 @@ class JobRecord:
             chunks_done=int(h.get("chunks_done", 0)),
             chunks_failed=int(h.get("chunks_failed", 0)),
             texts_done=int(h.get("texts_done", 0)),
+            texts_failed=int(h.get("texts_failed", 0)),
+            queue=h.get("queue", ""),
             compute_s=float(h.get("compute_s", 0)),
             wait_s=float(h.get("wait_s", 0)),
             first_started=opt_float("first_started"),
@@ -137,75 +138,6 @@ class JobRecord:
         return d
 
 
-# Idempotent chunk completion: counts only the first time a chunk index is recorded, then finishes the job when
-# every chunk is accounted for. Results expire at the same instant as the job record (its remaining TTL).
-# KEYS: job, done, failed, output, input   ARGV: index, texts, compute_s, wait_s, now, output bytes
-_COMPLETE = (
-    """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('SET', KEYS[4], ARGV[6], 'PX', ttl) else redis.call('SET', KEYS[4], ARGV[6]) end
-redis.call('DEL', KEYS[5])
-if redis.call('HDEL', KEYS[3], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'chunks_failed', -1) end
-redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
-redis.call('HINCRBY', KEYS[1], 'texts_done', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[3])
-redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[4])
-redis.call('HSETNX', KEYS[1], 'first_started', ARGV[5])
-"""
-    + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'queued' then redis.call('HSET', KEYS[1], 'state', 'running') end
-local total = tonumber(redis.call('HGET', KEYS[1], 'total_chunks'))
-if total and (state == 'queued' or state == 'running') then
-  local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
-  local failed = tonumber(redis.call('HGET', KEYS[1], 'chunks_failed') or '0')
-  if done + failed >= total then
-    redis.call('HSET', KEYS[1], 'state', failed > 0 and 'failed' or 'done', 'finished_at', ARGV[5])
-  end
-end
-return 1
-"""
-)
-
-# Record a chunk failed (once), keeping its input so `sentq retry` can run it again.
-# KEYS: job, done, failed   ARGV: index, error, now
-_FAIL = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
-if redis.call('HSET', KEYS[3], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
-end
-local state = redis.call('HGET', KEYS[1], 'state')
-local total = tonumber(redis.call('HGET', KEYS[1], 'total_chunks'))
-if total and (state == 'queued' or state == 'running') then
-  local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
-  local failed = tonumber(redis.call('HGET', KEYS[1], 'chunks_failed') or '0')
-  if done + failed >= total then redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[3]) end
-end
-return 1
-"""
-
-# The producer's last word: totals known, state queued, and finished at once if the workers were faster.
-# KEYS: job   ARGV: total_chunks, total_texts, blank_lines, now
-_SEAL = """
-redis.call('HSET', KEYS[1], 'total_chunks', ARGV[1], 'total_texts', ARGV[2], 'blank_lines', ARGV[3])
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued'); state = 'queued' end
-if state == 'queued' or state == 'running' then
-  local done = tonumber(redis.call('HGET', KEYS[1], 'chunks_done') or '0')
-  local failed = tonumber(redis.call('HGET', KEYS[1], 'chunks_failed') or '0')
-  if done + failed >= tonumber(ARGV[1]) then
-    redis.call('HSET', KEYS[1], 'state', failed > 0 and 'failed' or 'done', 'finished_at', ARGV[4])
-  end
-end
-return 1
-"""
-
-
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -224,10 +156,13 @@ def create(
         "chunk_size": chunk_size,
         "model": model_ref or "",
         "heartbeat": f"{now:.3f}",
+        "queue": settings.queue,
+        "broker": settings.broker_family,
     }
     pipe = client.pipeline(transaction=True)
     pipe.hset(keys.job(job_id), mapping=record)  # type: ignore[arg-type]
     pipe.expire(keys.job(job_id), settings.result_expires_s)
+    ledger.track(pipe, job_id, now)
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
     pipe.zremrangebyscore(keys.JOBS_INDEX, "-inf", now - settings.result_expires_s)
     pipe.execute()
@@ -241,14 +176,14 @@ def stage(
     source: TextSource,
     *,
     chunk_size: int,
-    publish: Callable[[list[int]], None],
+    publish: Callable[[list[int], float], None],
 ) -> JobRecord:
     """Read ``source`` chunk by chunk into Redis and queue one task per chunk; returns the sealed record.
 
     A file is first validated whole in a fast pass that keeps nothing, so a bad file queues nothing; then its chunks
     are staged and queued as they are read, so workers start on chunk 0 while the rest is still being read. A stream
     (stdin) cannot be read twice: a bad line part-way marks the job invalid (workers skip what is left) instead of
-    leaving it half-done.
+    leaving it half-done. ``publish(indexes, sent_at)`` queues the chunks just recorded pending in the ledger.
     """
     pending: list[Chunk] = []
     pending_texts = seen = 0
@@ -260,8 +195,10 @@ def stage(
         if pending[0].index == 0:
             pipe.hset(keys.job(job_id), "state", JobState.QUEUED.value)
         pipe.hset(keys.job(job_id), "heartbeat", f"{time.time():.3f}")
-        pipe.execute()
-        publish([chunk.index for chunk in pending])
+        indexes = [chunk.index for chunk in pending]
+        ledger.mark_sent(pipe, job_id, indexes)
+        stamp = float(pipe.execute()[-1])
+        publish(indexes, stamp)
         pending.clear()
         nonlocal pending_texts
         pending_texts = 0
@@ -285,7 +222,10 @@ def stage(
         queued = "chunks already queued still run" if seen else "nothing was queued"
         mark_invalid(client, job_id, f"submission interrupted while reading the input ({queued})", staged_chunks=seen)
         raise
-    client.eval(_SEAL, 1, keys.job(job_id), seen, source.texts, source.blank_lines, f"{time.time():.3f}")
+    except BrokerUnavailableError as exc:
+        mark_invalid(client, job_id, f"could not queue the input: {exc}", staged_chunks=seen)
+        raise
+    ledger.seal(client, job_id, chunks=seen, texts=source.texts, blank_lines=source.blank_lines)
     return get(client, job_id)
 
 
@@ -298,6 +238,7 @@ def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks
     )
     for index in range(staged_chunks):
         pipe.delete(keys.chunk_input(job_id, index))
+    ledger.untrack(pipe, job_id)
     pipe.execute()
 
 
@@ -319,41 +260,55 @@ def recent(client: redis.Redis, settings: Settings, *, limit: int = 20) -> list[
     return [JobRecord.from_hash(job_id, raw) for job_id, raw in zip(ids, pipe.execute(), strict=True) if raw]
 
 
-def failures(client: redis.Redis, job_id: str) -> dict[int, str]:
-    """Chunk index -> error, for the job's failed chunks."""
-    return {int(k): text(v) for k, v in client.hgetall(keys.job_failed(job_id)).items()}
+def failures(client: redis.Redis, job_id: str) -> dict[int, ledger.Failure]:
+    """Chunk index -> why it failed, for the job's failed chunks."""
+    return ledger.failures(client, job_id)
 
 
 def cancel(client: redis.Redis, job_id: str) -> JobRecord:
     """Flag the job cancelled: workers skip its queued chunks; running ones finish."""
     record = get(client, job_id)
     if not record.state.finished:
-        client.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": f"{time.time():.3f}"})
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": f"{time.time():.3f}"})
+        ledger.untrack(pipe, job_id)
+        pipe.execute()
     return get(client, job_id)
 
 
 def reopen_failed(client: redis.Redis, job_id: str) -> list[int]:
-    """Put a finished job's failed chunks back to be run again; returns their indexes (the caller queues them)."""
+    """Put a finished job's failed chunks back to be run again; returns their indexes (the caller queues them).
+
+    The rows a chunk kept when some of its texts failed alone are dropped with it: the chunk is scored whole again.
+    """
     record = get(client, job_id)
-    failed = sorted(failures(client, job_id))
+    failed = failures(client, job_id)
     if not failed:
         return []
-    missing = [i for i, there in zip(failed, _exists(client, job_id, failed), strict=True) if not there]
+    indexes = sorted(failed)
+    missing = [i for i, there in zip(indexes, _exists(client, job_id, indexes), strict=True) if not there]
     if missing:
         raise JobNotFoundError(f"the inputs of chunks {missing} of job {job_id} expired; submit the file again")
+    scored = sum(f.scored for f in failed.values())
     pipe = client.pipeline(transaction=True)
     pipe.delete(keys.job_failed(job_id))
-    pipe.hdel(keys.job_deliveries(job_id), *[str(i) for i in failed])
+    pipe.hdel(keys.job_deliveries(job_id), *[str(i) for i in indexes])
+    pipe.hdel(keys.job_probe(job_id), *[str(i) for i in indexes])
+    for index in indexes:
+        pipe.delete(keys.chunk_output(job_id, index), keys.chunk_partial(job_id, index))
+    pipe.hincrby(keys.job(job_id), "texts_done", -scored)
     pipe.hset(
         keys.job(job_id),
         mapping={
             "state": JobState.RUNNING.value if record.chunks_done else "queued",
             "chunks_failed": 0,
+            "texts_failed": 0,
             "finished_at": "",
         },
     )
+    ledger.track(pipe, job_id, record.created)
     pipe.execute()
-    return failed
+    return indexes
 
 
 def _exists(client: redis.Redis, job_id: str, indexes: list[int]) -> list[bool]:
@@ -363,85 +318,7 @@ def _exists(client: redis.Redis, job_id: str, indexes: list[int]) -> list[bool]:
     return [bool(n) for n in pipe.execute()]
 
 
-# ----- worker side: what one chunk task does, without Celery -----
-
-
-@dataclass(frozen=True)
-class ChunkWork:
-    """What a worker needs to score one chunk, read in one Redis round trip."""
-
-    state: JobState | None  # None: the job expired or never existed
-    model: str
-    deliveries: int
-    done: bool
-    payload: bytes | None
-
-
-def claim(client: redis.Redis, job_id: str, index: int, *, expires_s: int = Settings.result_expires_s) -> ChunkWork:
-    """Read the job's state, the chunk's input and count this delivery (one pipelined round trip)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.job(job_id), ["state", "model"])
-    pipe.hincrby(keys.job_deliveries(job_id), str(index), 1)
-    pipe.expire(keys.job_deliveries(job_id), expires_s)  # at most this long after the job's last delivery
-    pipe.sismember(keys.job_done(job_id), str(index))
-    pipe.get(keys.chunk_input(job_id, index))
-    (state, model), deliveries, _, done, payload = pipe.execute()
-    if state is None:
-        return ChunkWork(None, "", int(deliveries), bool(done), payload)
-    return ChunkWork(JobState(state.decode()), (model or b"").decode(), int(deliveries), bool(done), payload)
-
-
 def pin_model(client: redis.Redis, job_id: str, ref: str) -> str:
     """Pin ``ref`` on a job submitted before any model existed; the first chunk to get here decides."""
     client.hsetnx(keys.job(job_id), "model", ref)
     return text(client.hget(keys.job(job_id), "model") or ref)
-
-
-def complete(
-    client: redis.Redis,
-    job_id: str,
-    index: int,
-    *,
-    rows: bytes,
-    texts: int,
-    compute_s: float,
-    wait_s: float,
-    worker: tuple[str, str] | None = None,
-) -> bool:
-    """Store the chunk's rows and count it done; False if it was already counted (a redelivery).
-
-    ``worker`` (name, JSON) is recorded for `sentq workers` in the same round trip.
-    """
-    pipe = client.pipeline(transaction=False)
-    pipe.eval(
-        _COMPLETE,
-        5,
-        keys.job(job_id),
-        keys.job_done(job_id),
-        keys.job_failed(job_id),
-        keys.chunk_output(job_id, index),
-        keys.chunk_input(job_id, index),
-        index,
-        texts,
-        f"{compute_s:.6f}",
-        f"{wait_s:.6f}",
-        f"{time.time():.3f}",
-        rows,
-    )
-    if worker is not None:
-        pipe.hset(keys.WORKER_STATS, worker[0], worker[1])
-    return int(pipe.execute()[0]) == 1
-
-
-def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
-    """Record the chunk failed with ``error`` (kept for `sentq status JOB`); its input stays for `sentq retry`."""
-    client.eval(
-        _FAIL,
-        3,
-        keys.job(job_id),
-        keys.job_done(job_id),
-        keys.job_failed(job_id),
-        index,
-        error[:2000],
-        f"{time.time():.3f}",
-    )

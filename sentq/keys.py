@@ -14,6 +14,13 @@ DATASET_DEFAULT = PREFIX + "dataset:default"  # the default training set, so wor
 # Jobs. Every job key expires with result_expires_s, so records and results vanish together.
 JOBS_INDEX = PREFIX + "jobs"  # sorted set: job id scored by creation time, for `sentq status`
 WORKER_STATS = PREFIX + "workers"  # hash: worker hostname -> JSON (model loaded, tasks done), refreshed per task
+# The ledger's working set: job id -> created, for every job not yet finished. The reconciler reads only these, so a
+# sweep costs what is in flight, never what ever ran; a job leaves it in the same atomic step that finishes it.
+ACTIVE_JOBS = PREFIX + "jobs:active"
+# Worker liveness: instance -> its last heartbeat (Redis time); the heartbeat hash itself expires (ledger.BEAT_TTL_S).
+WORKERS_LIVE = PREFIX + "workers:live"
+# Workers found dead holding chunks: instance -> JSON (when, which chunks); kept ledger.DEAD_KEEP_S for `sentq workers`.
+WORKERS_DEAD = PREFIX + "workers:dead"
 
 
 def model_artifact(version: int) -> str:
@@ -43,6 +50,36 @@ def job_failed(job_id: str) -> str:
 def job_deliveries(job_id: str) -> str:
     """Hash: chunk index -> times delivered, so a chunk that keeps killing its process stops being retried."""
     return f"{PREFIX}job:{job_id}:deliveries"
+
+
+def job_pending(job_id: str) -> str:
+    """Sorted set: chunk index -> when its last message was sent (Redis time), until it is done or failed."""
+    return f"{PREFIX}job:{job_id}:pending"
+
+
+def job_leases(job_id: str) -> str:
+    """Hash: chunk index -> "holder|since" of the worker scoring it now."""
+    return f"{PREFIX}job:{job_id}:leases"
+
+
+def job_probe(job_id: str) -> str:
+    """Hash: chunk index -> JSON checkpoint of a chunk scored piece by piece after it killed its process N times."""
+    return f"{PREFIX}job:{job_id}:probe"
+
+
+def chunk_partial(job_id: str, index: int) -> str:
+    """The rows scored so far of a chunk being probed piece by piece (JSONL, appended in input order)."""
+    return f"{PREFIX}job:{job_id}:partial:{index}"
+
+
+def worker_beat(instance: str) -> str:
+    """Hash with a short expiry: a worker's heartbeat (info, chunks it is running, Redis time of the beat)."""
+    return f"{PREFIX}worker:{instance}"
+
+
+def reconciler_lock(broker_id: str) -> str:
+    """Held (with an expiry) by the one worker that reconciles the ledger for jobs on this broker."""
+    return f"{PREFIX}reconciler:{broker_id}:lock"
 
 
 def chunk_input(job_id: str, index: int) -> str:

@@ -7,11 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sentq.follow import Progress as JobProgress
 from sentq.jobs import JobRecord, JobState
+from sentq.ledger import Failure, Ledger
 
 STATE_STYLE = {
     JobState.DONE: "green",
@@ -61,7 +63,7 @@ def print_jobs(console: Console, records: list[JobRecord]) -> None:
     console.print(table)
 
 
-def print_job(console: Console, record: JobRecord, failures: dict[int, str]) -> None:
+def print_job(console: Console, record: JobRecord, failures: dict[int, Failure], where: Ledger | None = None) -> None:
     r = record
     style = STATE_STYLE.get(r.state, "")
     total = f"{r.total_chunks:,}" if r.total_chunks is not None else "… (still reading)"
@@ -75,6 +77,17 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, str]) -> 
         f"chunks     {r.chunks_done:,} done, {r.chunks_failed:,} failed, {total} in all (size {r.chunk_size:,})",
         f"speed      {r.texts_per_s:,.0f} texts/s, ETA {duration(r.eta_s)}",
     ]
+    if where is not None and not r.state.finished:
+        holders = sorted(set(where.leased.values()))
+        shown = ", ".join(h.rsplit("/", 1)[0] for h in holders[:3]) + (" …" if len(holders) > 3 else "")
+        lines.append(
+            f"in flight  {len(where.leased):,} chunks being scored"
+            + (f" (by {shown})" if holders else "")
+            + f", {where.pending:,} waiting in queue {r.queue or '?'}"
+            + (f"; chunks {where.probing} probed piece by piece (they killed their process)" if where.probing else "")
+        )
+    if r.texts_failed:
+        lines.append(f"[red]failed[/]     {r.texts_failed:,} texts failed alone: left out of the rows (listed below)")
     if r.chunks_done:
         lines.append(
             f"per chunk  {1000 * r.wait_s / r.chunks_done:,.0f} ms queue wait, "
@@ -89,8 +102,10 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, str]) -> 
         )
     if r.error:
         lines.append(f"[red]error[/]      {r.error}")
-    for index, error in sorted(failures.items())[:20]:
-        lines.append(f"[red]chunk {index}[/]  {error}")
+    for index, failure in sorted(failures.items())[:20]:
+        lines.append(f"[red]chunk {index}[/]  {escape(failure.error)}")
+        for line, why in sorted(failure.lines.items())[:10]:
+            lines.append(f"  [red]line {line}[/]  {escape(why)}")
     if len(failures) > 20:
         lines.append(f"… and {len(failures) - 20} more failed chunks (`sentq status {r.id} --json`)")
     if failures and r.state.finished:
@@ -138,19 +153,41 @@ class ProgressView:
                 f"{rate}, ETA {duration(r.eta_s)}"
             )
 
+    def say(self, message: str) -> None:
+        """A line above the bar (or among the plain lines)."""
+        self.console.print(message, soft_wrap=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-def print_workers(console: Console, found: list[Any], depths: dict[str, int]) -> None:
+def print_workers(console: Console, found: list[Any], dead: list[Any], depths: dict[str, int]) -> None:
     if not found:
-        console.print("[yellow]no worker answered[/yellow]; start one with `sentq worker`")
+        console.print("[yellow]no live worker[/yellow] (no heartbeat in the last 10 s); start one with `sentq worker`")
     else:
         table = Table(title="live workers")
-        for col in ("worker", "processes", "busy", "tasks done", "model", "last task"):
+        for col in ("worker", "host", "processes", "busy", "queues", "tasks done", "model", "last task", "beat"):
             table.add_column(col)
         for w in found:
-            table.add_row(w.name, str(w.concurrency), str(w.active), f"{w.tasks_done:,}", w.model, when(w.last_task_at))
+            table.add_row(
+                escape(w.name),
+                escape(w.host),
+                str(w.concurrency),
+                str(w.busy),
+                escape(",".join(w.queues)),
+                f"{w.tasks_done:,}",
+                w.model,
+                when(w.last_task_at),
+                f"{w.beat_age_s:.0f}s ago",
+            )
         console.print(table)
-    console.print("queued: " + ", ".join(f"{q} {n:,}" for q, n in depths.items()))
+    if dead:
+        table = Table(title="workers found dead holding chunks (last hour); their chunks were re-sent")
+        for col in ("worker", "found dead", "chunks it held"):
+            table.add_column(col)
+        for d in dead:
+            shown = ", ".join(d.chunks[:5]) + (f" … ({len(d.chunks)})" if len(d.chunks) > 5 else "")
+            table.add_row(escape(d.name), when(d.found_at), escape(shown))
+        console.print(table)
+    console.print("queued: " + ", ".join(f"{escape(q)} {n:,}" for q, n in depths.items()))

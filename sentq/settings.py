@@ -138,6 +138,12 @@ class Settings:
         return urlsplit(self.broker_url).scheme in REDIS_SCHEMES
 
     @property
+    def broker_family(self) -> str:
+        """ "redis" or "amqp": the workers that reconcile a job are the ones on its kind of broker (an installation
+        has one broker; hosts may spell its URL differently)."""
+        return "redis" if self.broker_is_redis else "amqp"
+
+    @property
     def soft_time_limit_s(self) -> int:
         """A soft limit a little before the hard one, so a slow chunk fails cleanly instead of being killed."""
         return max(1, self.task_time_limit_s - max(1, self.task_time_limit_s // 20))

@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,10 +18,10 @@ from celery import Celery, signals
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
-from sentq import jobs, registry, rows, schedule, store
+from sentq import broker, jobs, ledger, registry, rows, schedule, store
 from sentq.errors import ConfigError, ModelError, SentqError
 from sentq.model import SentimentModel
-from sentq.settings import Settings, mask_url
+from sentq.settings import Settings, mask_secrets, mask_url
 
 log = logging.getLogger("sentq.worker")
 
@@ -234,32 +236,31 @@ def _check_schedule(**_: Any) -> None:
 def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None) -> str:
     """Score chunk ``index`` of job ``job_id`` (texts staged in Redis); idempotent under redelivery.
 
-    A Redis hiccup (a restart) is waited out here, with backoff, rather than by Celery's retry: that would have to
-    publish a new message to the very Redis that is down, and when it cannot, the chunk is lost once its first
-    message is acked (seen in tests/test_faults.py). Every step below is idempotent, so repeating one is safe.
+    The chunk is leased in the ledger to this worker first, so the reconciler knows who holds it. A Redis hiccup (a
+    restart) is waited out here, with backoff, rather than by Celery's retry: that would have to publish a new message
+    to the very Redis that is down. Every step below is idempotent, so repeating one is safe.
     """
     client = backend()
-    work = patiently(jobs.claim, client, job_id, index, expires_s=settings.result_expires_s)
+    work = patiently(ledger.claim, client, job_id, index, holder=instance)
     if work.state is None:
         return "expired"
-    if work.done:
+    if work.done or work.failed:
         return "duplicate"
-    if work.state in (jobs.JobState.CANCELLED, jobs.JobState.INVALID):
+    if work.stopped:
         return "skipped"
-    # Celery's own retries (a Redis hiccup, below) deliver again too, but they are not a process dying on the chunk.
-    if work.deliveries > settings.max_deliveries:
+    if work.payload is None:
+        patiently(ledger.fail, client, job_id, index, "the chunk's input is missing from Redis (expired or flushed)")
+        return "missing"
+    if work.deliveries > settings.max_deliveries + PROBE_DELIVERIES:
         patiently(
-            jobs.fail,
+            ledger.fail,
             client,
             job_id,
             index,
-            f"delivered {work.deliveries} times without finishing: its worker process "
-            "died each time (out of memory? killed?); see the worker logs, then `sentq retry`",
+            f"delivered {work.deliveries} times without finishing, even piece by piece: its worker process died each "
+            "time (out of memory? killed?); see the worker logs, then `sentq retry`",
         )
         return "poison"
-    if work.payload is None:
-        patiently(jobs.fail, client, job_id, index, "the chunk's input is missing from Redis (expired or flushed)")
-        return "missing"
     started = time.time()
     try:
         ref = work.model or patiently(
@@ -267,27 +268,159 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         )
         model = patiently(model_for, ref)
         lines, texts = rows.decode_chunk(work.payload)
-        probs = model.predict_proba(texts)
-        out = rows.format_rows(lines, texts, probs, f"v{registry.ref_version(ref)}")
     except (redis.ConnectionError, redis.TimeoutError):
         raise
-    except Exception as exc:  # any other failure is this chunk's: record it, keep the job going
-        patiently(jobs.fail, client, job_id, index, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # the chunk as a whole cannot be scored (model refused, input corrupt): record it
+        patiently(ledger.fail, client, job_id, index, f"{type(exc).__name__}: {exc}")
         raise
+    version = f"v{registry.ref_version(ref)}"
+
+    def score(lo: int, hi: int) -> bytes:
+        return rows.format_rows(lines[lo:hi], texts[lo:hi], model.predict_proba(texts[lo:hi]), version)
+
+    probing = work.deliveries > settings.max_deliveries
+    try:
+        if probing:  # its process died on it max_deliveries times: score it piece by piece, checkpointed
+            log.warning(
+                "chunk %d of job %s killed its process %d times: probing it", index, job_id, work.deliveries - 1
+            )
+            out, scored, bad = probe(client, job_id, index, lines, score, deliveries=work.deliveries)
+        else:
+            out, scored, bad = isolate(lines, score)
+    except TooManyBad as exc:
+        patiently(ledger.fail, client, job_id, index, str(exc))
+        return "failed"
     wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
     seen = json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)})
     patiently(
-        jobs.complete,
+        ledger.complete,
         client,
         job_id,
         index,
         rows=out,
-        texts=len(texts),
+        texts=scored,
         compute_s=time.time() - started,
         wait_s=wait_s,
+        bad=bad,
         worker=(self.request.hostname or socket.gethostname(), seen),
     )
-    return "done"
+    if probing:
+        patiently(ledger.probe_clear, client, job_id, index)
+    return "done" if not bad else "partial"
+
+
+# A chunk with more texts than this failing alone fails as a whole: something systematic is wrong, not one text.
+MAX_BAD_TEXTS = 100
+# Deliveries past max_deliveries spent probing a chunk that kills its process (each death halves the piece tried:
+# about log2(chunk size) deaths per killing text); past them the chunk is recorded failed.
+PROBE_DELIVERIES = 64
+
+
+class TooManyBad(Exception):
+    """Raised when more than MAX_BAD_TEXTS texts of one chunk fail alone."""
+
+
+def isolate(
+    lines: list[int], score: Callable[[int, int], bytes], lo: int = 0, hi: int | None = None
+) -> tuple[bytes, int, dict[int, str]]:
+    """Score texts ``lo..hi`` with ``score``; where it raises, bisect down to the texts that fail alone.
+
+    Returns the rows of the texts that scored (in input order), how many, and input line -> error of the others.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    bad: dict[int, str] = {}
+    parts: list[bytes] = []
+    scored = 0
+
+    def run(a: int, b: int) -> None:
+        nonlocal scored
+        try:
+            parts.append(score(a, b))
+            scored += b - a
+        except (SoftTimeLimitExceeded, redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception as exc:
+            if b - a == 1:
+                bad[lines[a]] = f"{type(exc).__name__}: {exc}"
+                if len(bad) > MAX_BAD_TEXTS:
+                    raise TooManyBad(
+                        f"over {MAX_BAD_TEXTS} texts of this chunk failed alone (first: line {min(bad)}: "
+                        f"{bad[min(bad)]}); something systematic is wrong: see the worker logs"
+                    ) from None
+                return
+            mid = (a + b) // 2
+            run(a, mid)
+            run(mid, b)
+
+    run(lo, len(lines) if hi is None else hi)
+    return b"".join(parts), scored, bad
+
+
+def probe(
+    client: redis.Redis,
+    job_id: str,
+    index: int,
+    lines: list[int],
+    score: Callable[[int, int], bytes],
+    *,
+    deliveries: int,
+) -> tuple[bytes, int, dict[int, str]]:
+    """Score a chunk that keeps killing its process piece by piece, with a checkpoint in Redis before each piece.
+
+    A delivery that finds the last piece unfinished (its process died in it) halves the piece; a single text that
+    kills its process is recorded failed and skipped; pieces grow again after each success. Returns what isolate does.
+    """
+    n = len(lines)
+    half = max(1, (n + 1) // 2)
+    state = patiently(ledger.probe_state, client, job_id, index) or {
+        "offset": 0,
+        "step": half,
+        "trying": False,
+        "bad": {},
+        "scored": 0,
+    }
+    while state["offset"] < n:
+        offset = state["offset"]
+        if state["trying"]:  # the previous delivery died scoring [offset, offset + step)
+            moved = dict(state, trying=False)
+            if state["step"] == 1:
+                moved["bad"] = state["bad"] | {
+                    str(lines[offset]): f"its worker process died scoring it ({deliveries - 1} deliveries of its chunk)"
+                }
+                moved["offset"] = offset + 1
+                if len(moved["bad"]) > MAX_BAD_TEXTS:
+                    raise TooManyBad(f"over {MAX_BAD_TEXTS} texts of this chunk killed their worker process")
+            else:
+                moved["step"] = (state["step"] + 1) // 2
+            if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=moved, rows=b""):
+                state = reread(client, job_id, index, state)
+                continue
+            state = moved
+            continue
+        step = min(state["step"], n - offset)
+        patiently(ledger.probe_save, client, job_id, index, dict(state, trying=True))
+        out, scored, bad = isolate(lines, score, offset, offset + step)
+        after = {
+            "offset": offset + step,
+            "step": min(step * 2, half),
+            "trying": False,
+            "bad": state["bad"] | {str(k): v for k, v in bad.items()},
+            "scored": state["scored"] + scored,
+        }
+        if len(after["bad"]) > MAX_BAD_TEXTS:
+            raise TooManyBad(f"over {MAX_BAD_TEXTS} texts of this chunk failed alone or killed their process")
+        if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=after, rows=out):
+            state = reread(client, job_id, index, state)  # a racing delivery moved it
+            continue
+        state = after
+    out = patiently(ledger.probe_rows, client, job_id, index)
+    return out, int(state["scored"]), {int(k): v for k, v in state["bad"].items()}
+
+
+def reread(client: redis.Redis, job_id: str, index: int, state: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] | None = patiently(ledger.probe_state, client, job_id, index)
+    return found or state
 
 
 # How long a task waits for Redis to come back before giving up (its message is then redelivered after the
@@ -296,7 +429,7 @@ REDIS_PATIENCE_S = 60.0
 T = TypeVar("T")
 
 
-def patiently(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def patiently(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:  # noqa: UP047
     """Run an idempotent Redis step, retrying connection errors with backoff for up to REDIS_PATIENCE_S."""
     deadline = time.monotonic() + min(REDIS_PATIENCE_S, settings.soft_time_limit_s / 2)
     delay = 0.2
@@ -311,16 +444,15 @@ def patiently(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def publisher(queue: str | None = None) -> Any:
-    """A function that queues score_chunk tasks for a job, reusing one broker connection."""
+def publisher(queue: str | None = None) -> Callable[[str, list[int], float], None]:
+    """A function that queues score_chunk tasks for chunks the ledger has just recorded sent (at ``sent_at``)."""
 
-    def publish(job_id: str, indexes: list[int]) -> None:
-        now = time.time()
+    def publish(job_id: str, indexes: list[int], sent_at: float) -> None:
         try:
             with app.producer_or_acquire() as producer:
                 for index in indexes:
                     score_chunk.apply_async(
-                        (job_id, index), {"sent_at": now}, producer=producer, queue=queue or settings.queue
+                        (job_id, index), {"sent_at": sent_at}, producer=producer, queue=queue or settings.queue
                     )
         except OperationalError as exc:  # kombu's word for "the broker is gone", after its bounded retries
             raise store.unavailable(settings.broker_url, exc) from None
@@ -328,9 +460,16 @@ def publisher(queue: str | None = None) -> Any:
     return publish
 
 
+# Who holds a lease: this worker (node name, main pid, a nonce against pid reuse). Set in the main process before the
+# pool forks, so every pool process leases chunks in its worker's name; the heartbeat says whether it lives.
+instance = f"{socket.gethostname()}/{os.getpid()}"
+
+
 @signals.worker_init.connect
-def _bootstrap_model(**_: Any) -> None:
-    """Before forking, make sure a current model exists and load it, so the first chunk waits for nothing."""
+def _bootstrap_model(sender: Any = None, **_: Any) -> None:
+    """Before forking, name this worker and make sure a current model exists and is loaded (the pool inherits it)."""
+    global instance
+    instance = f"{getattr(sender, 'hostname', None) or socket.gethostname()}/{os.getpid()}-{uuid.uuid4().hex[:6]}"
     try:
         ref = registry.ensure_current(backend(), settings)
         model_for(ref)  # pool processes are forked from here: each starts with the model, no load per recycle
@@ -345,6 +484,108 @@ def _bootstrap_model(**_: Any) -> None:
     finally:
         global _client
         _client = None  # never carry a connection across fork
+
+
+@signals.worker_ready.connect
+def _start_keepers(sender: Any = None, **_: Any) -> None:
+    """In the main process: the heartbeat, and a reconciler that works while it holds the lock."""
+    queues = [settings.queue, settings.retrain_queue]
+    try:
+        queues = sorted(q.name for q in sender.task_consumer.queues)
+    except AttributeError:
+        pass
+    concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 0) or 0)
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "queues": queues, "concurrency": concurrency}
+    keeper = Keeper(info)
+    keeper.start()
+    _keepers.append(keeper)
+
+
+@signals.worker_shutdown.connect
+def _stop_keepers(**_: Any) -> None:
+    for keeper in _keepers:
+        keeper.stop()
+    _keepers.clear()
+
+
+_keepers: list[Keeper] = []
+
+
+class Keeper:
+    """Two daemon threads of a worker's main process: heartbeat (with the chunks it runs) and reconciler."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._beat_loop, name="sentq-heartbeat", daemon=True),
+            threading.Thread(target=self._reconcile_loop, name="sentq-reconciler", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        try:
+            client = store.connect(settings)
+            ledger.unlock(client, settings.broker_family, instance)
+            ledger.farewell(client, instance)
+        except redis.RedisError as exc:
+            log.warning("could not say goodbye to Redis (%s); this worker's heartbeat expires by itself", exc)
+
+    def _beat_loop(self) -> None:
+        client = store.connect(settings)
+        from celery.worker import state
+
+        while not self.stopping.is_set():
+            try:
+                requests = running_requests(state)
+                running = [f"{r.args[0]}:{r.args[1]}" for r in requests if r.task_name == score_chunk.name]
+                info = self.info | {"busy": len(requests), "tasks_done": sum(state.total_count.values())}
+                ledger.beat(client, instance, info=info, running=running)
+            except redis.RedisError as exc:
+                log.warning("heartbeat: Redis unavailable (%s)", exc)
+            self.stopping.wait(ledger.BEAT_EVERY_S)
+
+    def _reconcile_loop(self) -> None:
+        client = store.connect(settings)
+        broker_client = broker.broker_client(settings)
+        publish_to = {}
+
+        def publish(job_id: str, queue: str, indexes: list[int], sent_at: float) -> None:
+            if queue not in publish_to:
+                publish_to[queue] = publisher(queue)
+            publish_to[queue](job_id, indexes, sent_at)
+
+        def view(queue: str) -> ledger.QueueView:
+            return broker.view(app, settings, broker_client, queue)
+
+        while not self.stopping.wait(ledger.RECONCILE_EVERY_S):
+            try:
+                if not ledger.lock(client, settings.broker_family, instance):
+                    continue
+                sweep = ledger.reconcile(client, broker_id=settings.broker_family, view=view, publish=publish)
+                for job_id, index, holder in sweep.dead:
+                    log.warning("re-sent chunk %d of job %s: its worker %s is dead", index, job_id, holder)
+                for job_id, index in sweep.lost:
+                    log.warning("re-sent chunk %d of job %s: its message was lost", index, job_id)
+                log.debug("reconciled %d jobs in %.1f ms (%d commands)", sweep.jobs, sweep.ms, sweep.commands)
+            except (redis.RedisError, SentqError, OperationalError) as exc:
+                log.warning("reconciler: %s; trying again in %.0f s", mask_secrets(str(exc)), ledger.RECONCILE_EVERY_S)
+
+
+def running_requests(state: Any) -> list[Any]:
+    """The requests this worker has taken (running or about to), copied from sets the consumer thread changes."""
+    for _ in range(5):
+        try:
+            return [*state.active_requests, *state.reserved_requests]
+        except RuntimeError:  # "set changed size during iteration": read again
+            continue
+    return []
 
 
 @signals.worker_process_init.connect

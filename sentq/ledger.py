@@ -1,0 +1,688 @@
+"""The chunk ledger: every chunk of a job pending -> leased -> done | failed in Redis, workers' heartbeats, and the
+reconciler that re-sends what a dead worker held or a lost message carried. The ledger is the truth; a broker
+message is only a wake-up, and every transition is one atomic, idempotent Lua step, so a duplicate is harmless.
+
+Per job (all expiring with the job record): ``pending`` (sorted set: chunk -> when its last message was sent, Redis
+time), ``leases`` (hash: chunk -> "holder|since"), ``done`` (set), ``failed`` (hash: chunk -> JSON failure). A chunk
+is pending while it is in ``pending`` and not leased; done and failed chunks leave both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from sentq import keys
+from sentq.store import text
+
+# A worker's main process beats every BEAT_EVERY_S; its heartbeat key lives BEAT_TTL_S, so a host is dead 10 s after
+# its last beat (5 beats missed: a busy GIL or a slow Redis does not kill a live worker).
+BEAT_EVERY_S = 2.0
+BEAT_TTL_S = 10
+# One reconciler sweeps every RECONCILE_EVERY_S; its lock outlives three missed sweeps, then another worker takes over.
+# A dead host's chunks are re-sent at most BEAT_TTL_S + RECONCILE_EVERY_S (15 s) after its death: under the 30 s goal.
+RECONCILE_EVERY_S = 5.0
+LOCK_TTL_S = 15
+# A pending chunk no message can still be carrying is re-sent once its last message is this old: well above the
+# milliseconds between a message leaving the queue and its claim, and the publish skew between two producers.
+LOST_AFTER_S = 15.0
+# At most this many chunks of one job are examined per sweep (oldest sends first), so a sweep stays cheap.
+SWEEP_CHUNKS_PER_JOB = 1000
+# A dead worker stays listed by `sentq workers` this long after it was found holding chunks.
+DEAD_KEEP_S = 3600
+
+_NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
+
+# Settle the job after its counters moved: running on the first chunk, finished when every chunk is accounted for
+# (then it leaves the active index). KEYS[1] is the job, ARGV[1] the job id; the caller defines `active`, `now`.
+_SETTLE = """
+local function settle(job, active, job_id, now)
+  local state = redis.call('HGET', job, 'state')
+  if state == 'queued' then redis.call('HSET', job, 'state', 'running'); state = 'running' end
+  local total = tonumber(redis.call('HGET', job, 'total_chunks'))
+  if total and (state == 'running' or state == 'staging') then
+    local done = tonumber(redis.call('HGET', job, 'chunks_done') or '0')
+    local failed = tonumber(redis.call('HGET', job, 'chunks_failed') or '0')
+    local bad = tonumber(redis.call('HGET', job, 'texts_failed') or '0')
+    if done + failed >= total then
+      local final = (failed > 0 or bad > 0) and 'failed' or 'done'
+      redis.call('HSET', job, 'state', final, 'finished_at', string.format('%.3f', now))
+      redis.call('ZREM', active, job_id)
+    end
+  end
+end
+"""
+
+# Mark chunks sent now (their message is being published). KEYS: pending, job  ARGV: items...
+_SENT = (
+    _NOW
+    + """
+local ttl = redis.call('PTTL', KEYS[2])
+for i = 1, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return tostring(now)
+"""
+)
+
+# A worker takes a chunk: count the delivery, lease it to ``holder`` unless it is done, failed or its job stopped.
+# KEYS: job, deliveries, done, failed, leases, input   ARGV: item, holder
+# Returns {code, state, model, deliveries, payload}; code 0 work, 1 done, 2 failed, 3 job stopped, -1 no job.
+_CLAIM = (
+    _NOW
+    + """
+local st = redis.call('HMGET', KEYS[1], 'state', 'model')
+if not st[1] then return {-1, '', '', 0, ''} end
+local model = st[2] or ''
+local d = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {1, st[1], model, d, ''} end
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return {2, st[1], model, d, ''} end
+if st[1] == 'cancelled' or st[1] == 'invalid' then return {3, st[1], model, d, ''} end
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2] .. '|' .. string.format('%.6f', now))
+if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+return {0, st[1], model, d, redis.call('GET', KEYS[6]) or ''}
+"""
+)
+
+# A chunk's rows are in: store them and count the chunk once (a second delivery, even a concurrent one, is a no-op).
+# With ``failure`` (JSON) the chunk had texts that failed alone: its good rows are kept and it is recorded failed.
+# KEYS: job, done, failed, output, input, leases, pending, active
+# ARGV: job_id, item, texts, compute_s, wait_s, rows, failure ('' if none), bad texts
+_COMPLETE = (
+    _NOW
+    + _SETTLE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('SET', KEYS[4], ARGV[6], 'PX', ttl) else redis.call('SET', KEYS[4], ARGV[6]) end
+redis.call('HDEL', KEYS[6], ARGV[2])
+redis.call('ZREM', KEYS[7], ARGV[2])
+if ARGV[7] == '' then
+  redis.call('SADD', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[5])
+  redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+else
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[7])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+  redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
+  redis.call('HINCRBY', KEYS[1], 'texts_failed', ARGV[8])
+end
+redis.call('HINCRBY', KEYS[1], 'texts_done', ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[4])
+redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[5])
+redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now))
+settle(KEYS[1], KEYS[8], ARGV[1], now)
+return 1
+"""
+)
+
+# Record a whole chunk failed (once), keeping its input so `sentq retry` can run it again.
+# KEYS: job, done, failed, leases, pending, active   ARGV: job_id, item, failure JSON
+_FAIL = (
+    _NOW
+    + _SETTLE
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('HDEL', KEYS[4], ARGV[2])
+redis.call('ZREM', KEYS[5], ARGV[2])
+if redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
+settle(KEYS[1], KEYS[6], ARGV[1], now)
+return 1
+"""
+)
+
+# The producer's last word: totals known, and finished at once if the workers were faster.
+# KEYS: job, active   ARGV: job_id, total_chunks, total_texts, blank_lines
+_SEAL = (
+    _NOW
+    + _SETTLE
+    + """
+redis.call('HSET', KEYS[1], 'total_chunks', ARGV[2], 'total_texts', ARGV[3], 'blank_lines', ARGV[4])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued') end
+settle(KEYS[1], KEYS[2], ARGV[1], now)
+return 1
+"""
+)
+
+# The reconciler re-sends chunks, each only if it is still as the sweep saw it (another sweep, a claim or a
+# completion in between wins). KEYS: pending, leases   ARGV: ttl_ms, then (item, lease or '', stamp) triples.
+# A triple with a lease re-sends a chunk whose holder is dead (if that lease still stands); without, one whose message
+# was lost (if it is still unleased and its last send is the one the sweep saw).
+_RESEND = (
+    _NOW
+    + """
+local out = {tostring(now)}
+for i = 2, #ARGV, 3 do
+  local item, lease, stamp = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local score = redis.call('ZSCORE', KEYS[1], item)
+  local held = redis.call('HGET', KEYS[2], item)
+  if lease ~= '' and held == lease then
+    redis.call('HDEL', KEYS[2], item)
+    redis.call('ZADD', KEYS[1], now, item)
+    table.insert(out, item)
+  elseif lease == '' and not held and score and tonumber(score) == tonumber(stamp) then
+    redis.call('ZADD', KEYS[1], now, item)
+    table.insert(out, item)
+  end
+end
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return out
+"""
+)
+
+# A worker's heartbeat. KEYS: beat hash, live index   ARGV: instance, info JSON, running JSON, ttl_s
+_BEAT = (
+    _NOW
+    + """
+redis.call('HSET', KEYS[1], 'info', ARGV[2], 'running', ARGV[3], 'beat', string.format('%.6f', now))
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return tostring(now)
+"""
+)
+
+# Take or keep the reconciler's lock. KEYS: lock   ARGV: holder, ttl_ms
+_LOCK = """
+local v = redis.call('GET', KEYS[1])
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# Probe a chunk that kills its process: commit one scored piece if the checkpoint is still at its offset.
+# KEYS: probe hash, partial rows   ARGV: index, expected offset, new checkpoint JSON, rows, ttl_ms
+_PROBE_COMMIT = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local offset = cur and cjson.decode(cur)['offset'] or 0
+if offset ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[4] ~= '' then redis.call('APPEND', KEYS[2], ARGV[4]) end
+if offset == 0 and ARGV[4] == '' then redis.call('SET', KEYS[2], '') end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]); redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return 1
+"""
+
+
+def _ttl_ms(client: redis.Redis, job_id: str) -> int:
+    return max(int(client.pttl(keys.job(job_id))), 0)
+
+
+# ----- producer side -----
+
+
+def mark_sent(client: redis.Redis | redis.client.Pipeline, job_id: str, indexes: Iterable[int]) -> Any:
+    """Record ``indexes`` pending, sent now (Redis time); returns the stamp (or queues the call on a pipeline)."""
+    items = [str(i) for i in indexes]
+    return client.eval(_SENT, 2, keys.job_pending(job_id), keys.job(job_id), *items)
+
+
+def track(pipe: redis.client.Pipeline, job_id: str, created: float) -> None:
+    """Put a new job in the active index (in the pipeline that creates its record)."""
+    pipe.zadd(keys.ACTIVE_JOBS, {job_id: created})
+
+
+def untrack(client: redis.Redis | redis.client.Pipeline, job_id: str) -> None:
+    """A job stopped (cancelled, invalid): nothing of it needs reconciling."""
+    client.zrem(keys.ACTIVE_JOBS, job_id)
+
+
+def seal(client: redis.Redis, job_id: str, *, chunks: int, texts: int, blank_lines: int) -> None:
+    """The producer read the whole input: record the totals (and finish the job if every chunk is in)."""
+    client.eval(_SEAL, 2, keys.job(job_id), keys.ACTIVE_JOBS, job_id, chunks, texts, blank_lines)
+
+
+# ----- worker side -----
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What a worker needs to score one chunk, read (and leased) in one atomic step."""
+
+    state: str | None  # the job's state; None: the job expired or never existed
+    model: str
+    deliveries: int
+    done: bool  # already scored: this delivery is a duplicate
+    failed: bool  # already recorded failed (`sentq retry` re-runs it)
+    stopped: bool  # the job was cancelled or its input found invalid
+    payload: bytes | None
+
+
+def claim(client: redis.Redis, job_id: str, index: int, *, holder: str) -> ChunkWork:
+    """Count this delivery and lease the chunk to ``holder`` (one atomic step); see ChunkWork."""
+    code, state, model, deliveries, payload = client.eval(
+        _CLAIM,
+        6,
+        keys.job(job_id),
+        keys.job_deliveries(job_id),
+        keys.job_done(job_id),
+        keys.job_failed(job_id),
+        keys.job_leases(job_id),
+        keys.chunk_input(job_id, index),
+        str(index),
+        holder,
+    )
+    code = int(code)
+    return ChunkWork(
+        state=None if code == -1 else text(state),
+        model=text(model),
+        deliveries=int(deliveries),
+        done=code == 1,
+        failed=code == 2,
+        stopped=code == 3,
+        payload=bytes(payload) if code == 0 and payload != b"" else None,
+    )
+
+
+def complete(
+    client: redis.Redis,
+    job_id: str,
+    index: int,
+    *,
+    rows: bytes,
+    texts: int,
+    compute_s: float,
+    wait_s: float,
+    bad: dict[int, str] | None = None,
+    worker: tuple[str, str] | None = None,
+) -> bool:
+    """Store the chunk's rows and count it once; False if it was already counted (a duplicate delivery).
+
+    ``bad`` (input line -> error) names texts that failed alone: the chunk's other rows are kept, and it is recorded
+    failed with those lines. ``worker`` (name, JSON) is recorded for `sentq workers` in the same round trip.
+    """
+    failure = ""
+    if bad:
+        lines = sorted(bad)
+        shown = ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+        failure = failure_json(
+            f"{len(lines)} of {texts + len(lines)} texts failed (input lines {shown}); the others were scored",
+            scored=texts,
+            lines=bad,
+        )
+    pipe = client.pipeline(transaction=False)
+    pipe.eval(
+        _COMPLETE,
+        8,
+        keys.job(job_id),
+        keys.job_done(job_id),
+        keys.job_failed(job_id),
+        keys.chunk_output(job_id, index),
+        keys.chunk_input(job_id, index),
+        keys.job_leases(job_id),
+        keys.job_pending(job_id),
+        keys.ACTIVE_JOBS,
+        job_id,
+        str(index),
+        texts,
+        f"{compute_s:.6f}",
+        f"{wait_s:.6f}",
+        rows,
+        failure,
+        len(bad or ()),
+    )
+    if worker is not None:
+        pipe.hset(keys.WORKER_STATS, worker[0], worker[1])
+    return int(pipe.execute()[0]) == 1
+
+
+def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
+    """Record the whole chunk failed with ``error`` (for `sentq status JOB`); its input stays for `sentq retry`."""
+    client.eval(
+        _FAIL,
+        6,
+        keys.job(job_id),
+        keys.job_done(job_id),
+        keys.job_failed(job_id),
+        keys.job_leases(job_id),
+        keys.job_pending(job_id),
+        keys.ACTIVE_JOBS,
+        job_id,
+        str(index),
+        failure_json(error[:2000], scored=0),
+    )
+
+
+def failure_json(error: str, *, scored: int, lines: dict[int, str] | None = None) -> str:
+    record: dict[str, Any] = {"error": error, "scored": scored}
+    if lines:
+        record["lines"] = {str(line): why[:500] for line, why in sorted(lines.items())}
+    return json.dumps(record, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed chunk: why, how many of its texts were scored anyway, and the input lines that failed alone."""
+
+    error: str
+    scored: int = 0
+    lines: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Failure:
+        value = text(raw)
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return cls(value)  # written by an older sentq: the error text alone
+        if not isinstance(data, dict):
+            return cls(value)
+        return cls(
+            str(data.get("error", "")),
+            int(data.get("scored", 0)),
+            {int(k): str(v) for k, v in (data.get("lines") or {}).items()},
+        )
+
+
+def failures(client: redis.Redis, job_id: str) -> dict[int, Failure]:
+    """Chunk index -> its failure, for the job's failed chunks."""
+    return {int(k): Failure.parse(v) for k, v in client.hgetall(keys.job_failed(job_id)).items()}
+
+
+# ----- probing a chunk that kills its process (see worker.score_chunk) -----
+
+
+def probe_state(client: redis.Redis, job_id: str, index: int) -> dict[str, Any] | None:
+    raw = client.hget(keys.job_probe(job_id), str(index))
+    return json.loads(raw) if raw else None
+
+
+def probe_save(client: redis.Redis, job_id: str, index: int, state: dict[str, Any]) -> None:
+    """Write the checkpoint before trying a piece: if the process dies, the next delivery knows where."""
+    client.hset(keys.job_probe(job_id), str(index), json.dumps(state))
+    ttl = _ttl_ms(client, job_id)
+    if ttl:
+        client.pexpire(keys.job_probe(job_id), ttl)
+
+
+def probe_commit(
+    client: redis.Redis, job_id: str, index: int, *, offset: int, state: dict[str, Any], rows: bytes
+) -> bool:
+    """Append a scored piece's rows if the checkpoint is still at ``offset`` (a racing delivery may have moved it)."""
+    done = client.eval(
+        _PROBE_COMMIT,
+        2,
+        keys.job_probe(job_id),
+        keys.chunk_partial(job_id, index),
+        str(index),
+        offset,
+        json.dumps(state),
+        rows,
+        _ttl_ms(client, job_id),
+    )
+    return int(done) == 1
+
+
+def probe_rows(client: redis.Redis, job_id: str, index: int) -> bytes:
+    return client.get(keys.chunk_partial(job_id, index)) or b""  # type: ignore[return-value]
+
+
+def probe_clear(client: redis.Redis, job_id: str, index: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.hdel(keys.job_probe(job_id), str(index))
+    pipe.delete(keys.chunk_partial(job_id, index))
+    pipe.execute()
+
+
+# ----- worker liveness -----
+
+
+def beat(client: redis.Redis, instance: str, *, info: dict[str, Any], running: list[str]) -> float:
+    """Refresh ``instance``'s heartbeat with what it runs (``job:chunk`` items); returns the Redis time of the beat."""
+    now = client.eval(
+        _BEAT,
+        2,
+        keys.worker_beat(instance),
+        keys.WORKERS_LIVE,
+        instance,
+        json.dumps(info),
+        json.dumps(running),
+        BEAT_TTL_S,
+    )
+    return float(now)
+
+
+def farewell(client: redis.Redis, instance: str) -> None:
+    """A worker stopping cleanly: it is gone now, not in BEAT_TTL_S (its unfinished chunks are re-sent at once)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.delete(keys.worker_beat(instance))
+    pipe.zrem(keys.WORKERS_LIVE, instance)
+    pipe.execute()
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    instance: str
+    info: dict[str, Any]
+    running: list[str]
+    beat: float
+
+    @property
+    def queues(self) -> list[str]:
+        return list(self.info.get("queues", []))
+
+
+def live_workers(client: redis.Redis) -> list[LiveWorker]:
+    """Workers whose heartbeat has not expired (two round trips; forgets the ones that expired)."""
+    instances = [text(i) for i in client.zrange(keys.WORKERS_LIVE, 0, -1)]  # type: ignore[arg-type]
+    pipe = client.pipeline(transaction=False)
+    for instance in instances:
+        pipe.hmget(keys.worker_beat(instance), ["info", "running", "beat"])
+    found, gone = [], []
+    for instance, (info, running, at) in zip(instances, pipe.execute(), strict=True):
+        if at is None:
+            gone.append(instance)
+            continue
+        found.append(LiveWorker(instance, json.loads(info or "{}"), json.loads(running or "[]"), float(at)))
+    if gone:
+        client.zrem(keys.WORKERS_LIVE, *gone)
+    return found
+
+
+def dead_workers(client: redis.Redis) -> list[dict[str, Any]]:
+    """Workers found dead holding chunks within the last DEAD_KEEP_S, newest first."""
+    found = [json.loads(v) | {"instance": text(k)} for k, v in client.hgetall(keys.WORKERS_DEAD).items()]
+    return sorted(found, key=lambda d: -float(d.get("found_at", 0)))
+
+
+def consumers(client: redis.Redis, queue: str) -> list[LiveWorker]:
+    """Live workers that consume ``queue``."""
+    return [w for w in live_workers(client) if queue in w.queues]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where a job's chunks are right now (for `sentq status`)."""
+
+    pending: int
+    leased: dict[int, str]  # chunk -> holder
+    probing: list[int]
+
+
+def summary(client: redis.Redis, job_id: str) -> Ledger:
+    pipe = client.pipeline(transaction=False)
+    pipe.zcard(keys.job_pending(job_id))
+    pipe.hgetall(keys.job_leases(job_id))
+    pipe.hkeys(keys.job_probe(job_id))
+    pending, leases, probing = pipe.execute()
+    leased = {int(k): text(v).rsplit("|", 1)[0] for k, v in leases.items()}
+    return Ledger(pending - len(leased), leased, sorted(int(i) for i in probing))
+
+
+# ----- the reconciler -----
+
+
+def lock(client: redis.Redis, broker_id: str, holder: str) -> bool:
+    """Take (or keep) the one reconciler lock for jobs on this broker."""
+    return bool(client.eval(_LOCK, 1, keys.reconciler_lock(broker_id), holder, LOCK_TTL_S * 1000))
+
+
+def unlock(client: redis.Redis, broker_id: str, holder: str) -> None:
+    client.eval(_UNLOCK, 1, keys.reconciler_lock(broker_id), holder)
+
+
+@dataclass
+class QueueView:
+    """What the broker says of one queue, as the reconciler needs it."""
+
+    depth: int
+    oldest_stamp: float | None = None  # send stamp of the next message to be taken, when the broker can tell
+    carried: set[tuple[str, int]] = field(default_factory=set)  # (job, chunk) of messages delivered, not acked
+
+
+@dataclass
+class Sweep:
+    """One reconciler pass: what it found and did, and what it cost."""
+
+    jobs: int = 0
+    chunks_seen: int = 0
+    dead: list[tuple[str, int, str]] = field(default_factory=list)  # (job, chunk, holder) re-sent
+    lost: list[tuple[str, int]] = field(default_factory=list)  # (job, chunk) re-sent
+    forgotten: int = 0  # finished or vanished jobs dropped from the index
+    commands: int = 0
+    ms: float = 0.0
+
+
+def reconcile(
+    client: redis.Redis,
+    *,
+    broker_id: str,
+    view: Callable[[str], QueueView],
+    publish: Callable[[str, str, list[int], float], None],
+) -> Sweep:
+    """One pass over unfinished jobs: re-send chunks whose holder is dead and chunks whose message was lost.
+
+    ``view(queue)`` reads the broker; ``publish(job, queue, chunks, stamp)`` sends the messages. Cost: a few
+    pipelined round trips, bounded by the chunks in flight (SWEEP_CHUNKS_PER_JOB per job at most).
+    """
+    started = time.perf_counter()
+    sweep = Sweep()
+    ids = [text(i) for i in client.zrange(keys.ACTIVE_JOBS, 0, -1)]  # type: ignore[arg-type]
+    sweep.commands += 1
+    if not ids:
+        sweep.ms = (time.perf_counter() - started) * 1000
+        return sweep
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for job_id in ids:
+        pipe.hmget(keys.job(job_id), ["state", "queue", "broker"])
+        pipe.hgetall(keys.job_leases(job_id))
+        pipe.zrange(keys.job_pending(job_id), 0, SWEEP_CHUNKS_PER_JOB - 1, withscores=True)
+    replies = pipe.execute()
+    sweep.commands += len(replies)
+    secs, micros = replies[0]
+    now = secs + micros / 1e6
+    jobs: list[tuple[str, str, dict[int, str], list[tuple[int, float]]]] = []
+    forget = []
+    for n, job_id in enumerate(ids):
+        (state, queue, broker), leases, pending = replies[1 + 3 * n : 4 + 3 * n]
+        if state is None or text(state) in ("done", "failed", "cancelled", "invalid"):
+            forget.append(job_id)
+            continue
+        if broker is not None and text(broker) != broker_id:
+            continue  # another broker's workers reconcile it
+        jobs.append(
+            (
+                job_id,
+                text(queue) if queue else "",
+                {int(k): text(v) for k, v in leases.items()},
+                [(int(i), float(s)) for i, s in pending],
+            )
+        )
+    if forget:
+        client.zrem(keys.ACTIVE_JOBS, *forget)
+        sweep.commands += 1
+        sweep.forgotten = len(forget)
+    sweep.jobs = len(jobs)
+    holders = sorted({lease.rsplit("|", 1)[0] for _, _, leases, _ in jobs for lease in leases.values()})
+    alive: dict[str, tuple[float, set[str]]] = {}
+    if holders:
+        pipe = client.pipeline(transaction=False)
+        for holder in holders:
+            pipe.hmget(keys.worker_beat(holder), ["beat", "running"])
+        for holder, (at, running) in zip(holders, pipe.execute(), strict=True):
+            if at is not None:
+                alive[holder] = (float(at), set(json.loads(running or "[]")))
+        sweep.commands += len(holders)
+    views: dict[str, QueueView] = {}
+    for job_id, queue, leases, pending in jobs:
+        sweep.chunks_seen += len(pending)
+        dead: list[tuple[int, str, float]] = []
+        for index, lease in leases.items():
+            holder, _, since = lease.rpartition("|")
+            beat_at, running = alive.get(holder, (None, set()))
+            stale = beat_at is None or (
+                float(since or 0) < beat_at - BEAT_EVERY_S and f"{job_id}:{index}" not in running
+            )
+            if stale:
+                dead.append((index, lease, 0.0))
+        lost: list[tuple[int, float]] = []
+        old = [(i, s) for i, s in pending if i not in leases and s < now - LOST_AFTER_S]
+        if old and queue:
+            if queue not in views:
+                views[queue] = view(queue)
+                sweep.commands += 3
+            q = views[queue]
+            for index, stamp in old:
+                if (job_id, index) in q.carried:
+                    continue
+                if q.depth == 0 or (q.oldest_stamp is not None and stamp < q.oldest_stamp - LOST_AFTER_S):
+                    lost.append((index, stamp))
+        if not dead and not lost:
+            continue
+        args: list[Any] = []
+        for index, lease, stamp in dead:
+            args += [str(index), lease, repr(stamp)]
+        for index, stamp in lost:
+            args += [str(index), "", repr(stamp)]
+        stamp_s, *resent = client.eval(
+            _RESEND, 2, keys.job_pending(job_id), keys.job_leases(job_id), _ttl_ms(client, job_id), *args
+        )
+        sweep.commands += 2
+        chosen = {int(i) for i in resent}
+        if not chosen:
+            continue
+        publish(job_id, queue, sorted(chosen), float(stamp_s))
+        for index, lease, _ in dead:
+            if index in chosen:
+                sweep.dead.append((job_id, index, lease.rpartition("|")[0]))
+        sweep.lost += [(job_id, index) for index, _ in lost if index in chosen]
+    if sweep.dead:
+        _remember_dead(client, sweep.dead, now)
+        sweep.commands += 2
+    sweep.ms = (time.perf_counter() - started) * 1000
+    return sweep
+
+
+def _remember_dead(client: redis.Redis, found: list[tuple[str, int, str]], now: float) -> None:
+    """Note the dead holders for `sentq workers` (and forget the ones noted over DEAD_KEEP_S ago)."""
+    by_holder: dict[str, list[str]] = {}
+    for job_id, index, holder in found:
+        by_holder.setdefault(holder, []).append(f"{job_id}:{index}")
+    old = {text(k): json.loads(v) for k, v in client.hgetall(keys.WORKERS_DEAD).items()}
+    pipe = client.pipeline(transaction=False)
+    for instance, record in old.items():
+        if now - float(record.get("found_at", 0)) > DEAD_KEEP_S:
+            pipe.hdel(keys.WORKERS_DEAD, instance)
+    for holder, chunks in by_holder.items():
+        record = old.get(holder, {"chunks": []})
+        held = (record.get("chunks", []) + chunks)[-50:]
+        pipe.hset(keys.WORKERS_DEAD, holder, json.dumps({"found_at": now, "chunks": held}))
+    pipe.execute()
