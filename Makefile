@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA := data/vader/SHA256SUMS
 QUICK ?=
 
-.PHONY: setup redis-server demo test lint format bench clean
+.PHONY: setup redis-server demo test lint format bench faults clean
 
 setup: $(STAMP) $(DATA) redis-server
 
@@ -47,6 +47,11 @@ format: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
+
+# The Redis restart, Redis SIGKILL and worker-host-vanish scenarios, RUNS times each (default 20); prints the tally.
+RUNS ?= 20
+faults: setup
+	$(BIN)/python bench/faults.py --runs $(RUNS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache bench/out

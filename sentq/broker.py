@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import redis
 
-from sentq import store
+from sentq import ledger, store
 from sentq.ledger import QueueView
 from sentq.settings import Settings
 
 CHUNK_TASK = "sentq.score_chunk"
-# kombu's Redis transport keeps messages delivered but not acked in this hash (delivery tag -> [message, ...]).
+# kombu's Redis transport keeps messages delivered but not acked in this hash (delivery tag -> [message, ...]), and
+# when each was delivered in this sorted set.
 UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
 
 
 def queue_depths(app: Any, settings: Settings) -> dict[str, int]:
@@ -47,8 +50,12 @@ def view(app: Any, settings: Settings, client: redis.Redis | None, queue: str) -
     pipe = client.pipeline(transaction=False)
     pipe.llen(queue)
     pipe.lindex(queue, -1)  # kombu LPUSHes and BRPOPs: the right end is taken next
-    pipe.hvals(UNACKED)
-    size, head, unacked = pipe.execute()
+    # Only messages delivered lately still count as carried: a live worker starts a delivered message within
+    # milliseconds; an older one belongs to a worker that died or lost its connection (kombu restores it only after
+    # the visibility timeout).
+    pipe.zrangebyscore(UNACKED_INDEX, time.time() - ledger.LOST_AFTER_S, "+inf")
+    size, head, tags = pipe.execute()
+    unacked = [raw for raw in client.hmget(UNACKED, tags) if raw is not None] if tags else []
     carried = set()
     for raw in unacked:
         try:

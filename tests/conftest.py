@@ -262,3 +262,13 @@ def run_sentq(
     return subprocess.CompletedProcess(
         proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
     )
+
+
+def decode_message(raw: bytes) -> tuple[str, int]:
+    """(job, chunk) of a score_chunk message as kombu keeps it in a Redis list."""
+    import base64
+    import json
+
+    message = json.loads(raw)
+    args, _, _ = json.loads(base64.b64decode(message["body"]))
+    return str(args[0]), int(args[1])
