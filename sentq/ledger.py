@@ -31,21 +31,21 @@ LOCK_TTL_S = 15
 # A pending chunk no message can still be carrying is re-sent once its last message is this old: well above the
 # milliseconds between a message leaving the queue and its claim, and the publish skew between two producers.
 LOST_AFTER_S = 15.0
-# At most this many chunks of one job are examined per sweep (oldest sends first), so a sweep stays cheap.
+# At most this many old pending chunks of one job are examined per sweep (oldest sends first): a sweep stays cheap.
 SWEEP_CHUNKS_PER_JOB = 1000
 # A dead worker stays listed by `sentq workers` this long after it was found holding chunks.
 DEAD_KEEP_S = 3600
 
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
 
-# Settle the job after its counters moved: running on the first chunk, finished when every chunk is accounted for
-# (then it leaves the active index). KEYS[1] is the job, ARGV[1] the job id; the caller defines `active`, `now`.
+# Settle the job after its counts moved: running once a chunk is counted, finished when every chunk is accounted for
+# (then it leaves the active index, in the same step).
 _SETTLE = """
-local function settle(job, active, job_id, now)
+local function settle(job, active, job_id, now, counted)
   local state = redis.call('HGET', job, 'state')
-  if state == 'queued' then redis.call('HSET', job, 'state', 'running'); state = 'running' end
+  if counted and state == 'queued' then redis.call('HSET', job, 'state', 'running'); state = 'running' end
   local total = tonumber(redis.call('HGET', job, 'total_chunks'))
-  if total and (state == 'running' or state == 'staging') then
+  if total and (state == 'running' or state == 'queued') then
     local done = tonumber(redis.call('HGET', job, 'chunks_done') or '0')
     local failed = tonumber(redis.call('HGET', job, 'chunks_failed') or '0')
     local bad = tonumber(redis.call('HGET', job, 'texts_failed') or '0')
@@ -119,7 +119,7 @@ redis.call('HINCRBY', KEYS[1], 'texts_done', ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[4])
 redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[5])
 redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now))
-settle(KEYS[1], KEYS[8], ARGV[1], now)
+settle(KEYS[1], KEYS[8], ARGV[1], now, true)
 return 1
 """
 )
@@ -139,7 +139,7 @@ if redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   local ttl = redis.call('PTTL', KEYS[1])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
 end
-settle(KEYS[1], KEYS[6], ARGV[1], now)
+settle(KEYS[1], KEYS[6], ARGV[1], now, true)
 return 1
 """
 )
@@ -153,7 +153,7 @@ _SEAL = (
 redis.call('HSET', KEYS[1], 'total_chunks', ARGV[2], 'total_texts', ARGV[3], 'blank_lines', ARGV[4])
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued') end
-settle(KEYS[1], KEYS[2], ARGV[1], now)
+settle(KEYS[1], KEYS[2], ARGV[1], now, false)
 return 1
 """
 )
@@ -574,25 +574,30 @@ def reconcile(
     """
     started = time.perf_counter()
     sweep = Sweep()
-    ids = [text(i) for i in client.zrange(keys.ACTIVE_JOBS, 0, -1)]  # type: ignore[arg-type]
-    sweep.commands += 1
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.zrange(keys.ACTIVE_JOBS, 0, -1)
+    (secs, micros), raw_ids = pipe.execute()
+    sweep.commands += 2
+    now = secs + micros / 1e6
+    ids = [text(i) for i in raw_ids]
     if not ids:
         sweep.ms = (time.perf_counter() - started) * 1000
         return sweep
     pipe = client.pipeline(transaction=False)
-    pipe.time()
     for job_id in ids:
         pipe.hmget(keys.job(job_id), ["state", "queue", "broker"])
         pipe.hgetall(keys.job_leases(job_id))
-        pipe.zrange(keys.job_pending(job_id), 0, SWEEP_CHUNKS_PER_JOB - 1, withscores=True)
+        # Only chunks sent over LOST_AFTER_S ago can be lost; the oldest first, a bounded number per sweep.
+        pipe.zrangebyscore(
+            keys.job_pending(job_id), "-inf", now - LOST_AFTER_S, start=0, num=SWEEP_CHUNKS_PER_JOB, withscores=True
+        )
     replies = pipe.execute()
     sweep.commands += len(replies)
-    secs, micros = replies[0]
-    now = secs + micros / 1e6
     jobs: list[tuple[str, str, dict[int, str], list[tuple[int, float]]]] = []
     forget = []
     for n, job_id in enumerate(ids):
-        (state, queue, broker), leases, pending = replies[1 + 3 * n : 4 + 3 * n]
+        (state, queue, broker), leases, pending = replies[3 * n : 3 * n + 3]
         if state is None or text(state) in ("done", "failed", "cancelled", "invalid"):
             forget.append(job_id)
             continue
@@ -634,7 +639,7 @@ def reconcile(
             if stale:
                 dead.append((index, lease, 0.0))
         lost: list[tuple[int, float]] = []
-        old = [(i, s) for i, s in pending if i not in leases and s < now - LOST_AFTER_S]
+        old = [(i, s) for i, s in pending if i not in leases]
         if old and queue:
             if queue not in views:
                 views[queue] = view(queue)

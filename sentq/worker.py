@@ -571,7 +571,7 @@ class Keeper:
         while not self.stopping.is_set():
             try:
                 requests = running_requests(state)
-                running = [f"{r.args[0]}:{r.args[1]}" for r in requests if r.task_name == score_chunk.name]
+                running = [chunk for chunk in map(chunk_of, requests) if chunk]
                 info = self.info | {"busy": len(requests), "tasks_done": sum(state.total_count.values())}
                 ledger.beat(client, instance, info=info, running=running)
             except redis.RedisError as exc:
@@ -603,6 +603,17 @@ class Keeper:
                 log.debug("reconciled %d jobs in %.1f ms (%d commands)", sweep.jobs, sweep.ms, sweep.commands)
             except (redis.RedisError, SentqError, OperationalError) as exc:
                 log.warning("reconciler: %s; trying again in %.0f s", mask_secrets(str(exc)), ledger.RECONCILE_EVERY_S)
+
+
+def chunk_of(request: Any) -> str | None:
+    """``job:chunk`` of a score_chunk request (None for other tasks, or arguments not of our making)."""
+    if request.task_name != score_chunk.name:
+        return None
+    try:
+        job_id, index = request.args[:2]
+        return f"{job_id}:{int(index)}"
+    except (TypeError, ValueError):
+        return None
 
 
 def running_requests(state: Any) -> list[Any]:

@@ -225,6 +225,19 @@ def test_two_workers_racing_on_one_chunk_write_it_once(redis_url: str, tmp_path:
             w.stop()
 
 
+def test_wait_says_why_a_job_stalls_and_honours_its_timeout(redis_url: str, tmp_path: Path) -> None:
+    """No worker consumes the job's queue: `sentq wait` says so and how to fix it, keeps following, exits 4."""
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n" * 10)
+    env = {"SENTQ_QUEUE": "stall-q"}
+    job = run_sentq(["submit", str(src)], redis_url, **env).stdout.strip()
+    waited = run_sentq(["wait", job, "--timeout", "20"], redis_url, **env)
+    assert waited.returncode == 4, waited.stderr
+    assert "no live worker consumes its queue 'stall-q'" in waited.stderr
+    assert "Start one: `sentq worker` with SENTQ_QUEUE=stall-q (still following)" in waited.stderr
+    assert f"reattach with `sentq wait {job}`" in waited.stderr
+
+
 def test_producer_killed_mid_input_is_reported_not_waited_on_forever(worker: Worker, redis_url: str) -> None:
     """`sentq submit -` SIGKILLed while reading stdin: `wait` says the job cannot finish (exit 1), no hang."""
     import subprocess

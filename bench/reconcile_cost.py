@@ -1,0 +1,120 @@
+"""What one reconciler sweep costs: Redis commands (as the server counts them, script bodies included) and wall time,
+on N unfinished jobs with chunks pending and leased, against its own redis-server.
+
+Usage: python bench/reconcile_cost.py [--jobs 100] [--chunks 50] [--sweeps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sentq import broker, keys, ledger  # noqa: E402
+from sentq.settings import Settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def commands(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for v in stats.values())  # type: ignore[union-attr]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--chunks", type=int, default=50, help="chunks per job, all pending (2 leased)")
+    parser.add_argument("--sweeps", type=int, default=30)
+    args = parser.parse_args()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed: run `make setup`")
+    tmp = Path(tempfile.mkdtemp(prefix="sentq-reconcile-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, socket_connect_timeout=2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        settings = Settings.from_env({"SENTQ_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+        holder = "bench@host/1-a"
+        running = []
+        for n in range(args.jobs):
+            job = f"job{n:05d}"
+            client.hset(keys.job(job), mapping={"state": "running", "queue": "sentq", "broker": "redis"})
+            client.expire(keys.job(job), 3600)
+            client.zadd(keys.ACTIVE_JOBS, {job: n})
+            ledger.mark_sent(client, job, range(args.chunks))
+            # Sent a minute ago and still waiting behind a backlog: the worst case, every chunk old enough to check.
+            client.zadd(keys.job_pending(job), {str(i): time.time() - 60 for i in range(args.chunks)})
+            for index in range(2):
+                ledger.claim(client, job, index, holder=holder)
+                running.append(f"{job}:{index}")
+        ledger.beat(client, holder, info={"queues": ["sentq"]}, running=running)
+        for _ in range(200):  # a backlog: the queue is not empty, so no pending chunk counts as lost
+            client.lpush("sentq", b'{"headers": {"task": "other"}}')
+
+        def view(queue: str) -> ledger.QueueView:
+            return broker.view(None, settings, client, queue)
+
+        sent: list[int] = []
+        costs, times, client_cmds = [], [], 0
+        for _ in range(args.sweeps):
+            before = commands(client)
+            started = time.perf_counter()
+            sweep = ledger.reconcile(client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i))
+            times.append((time.perf_counter() - started) * 1000)
+            costs.append(commands(client) - before - 1)  # less the INFO call itself
+            client_cmds = sweep.commands
+        assert not sent, "a healthy ledger re-sent chunks"
+        ledger.farewell(client, holder)  # the holder dies: one sweep re-sends its 2 chunks of each job
+        before = commands(client)
+        started = time.perf_counter()
+        sweep = ledger.reconcile(client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i))
+        dead_ms = (time.perf_counter() - started) * 1000
+        dead_cmds = commands(client) - before - 1
+        print(f"reconciler sweep, {args.jobs} unfinished jobs x {args.chunks} pending chunks (2 leased each):")
+        print(
+            f"  healthy: {statistics.median(costs):.0f} Redis commands (scripts' inner calls included), "
+            f"{client_cmds} sent in 3 pipelined round trips; median {statistics.median(times):.1f} ms, "
+            f"max {max(times):.1f} ms over {args.sweeps} sweeps"
+        )
+        print(
+            f"  holder dead: re-sent {len(sent)} chunks in {dead_cmds} Redis commands, {dead_ms:.1f} ms "
+            "(publishing them not timed)"
+        )
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

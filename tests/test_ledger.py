@@ -1,0 +1,198 @@
+"""The ledger's atomic steps and the reconciler's rules, on a real Redis (the fault tests drive them end to end)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from sentq import keys, ledger
+
+JOB = "ledgertest01"
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    c.hset(keys.job(JOB), mapping={"state": "queued", "total_chunks": 3, "queue": "q", "broker": "redis"})
+    c.expire(keys.job(JOB), 3600)
+    c.zadd(keys.ACTIVE_JOBS, {JOB: 1})
+    for index in range(3):
+        c.set(keys.chunk_input(JOB, index), b"SQB1staged")
+    ledger.mark_sent(c, JOB, range(3))
+    yield c
+    c.close()
+
+
+def redis_now(client: redis.Redis) -> float:
+    secs, micros = client.time()
+    return float(secs + micros / 1e6)
+
+
+def age(client: redis.Redis, index: int, seconds: float) -> float:
+    """Pretend chunk ``index``'s message was sent ``seconds`` ago; returns that stamp."""
+    stamp = redis_now(client) - seconds
+    client.zadd(keys.job_pending(JOB), {str(index): stamp})
+    return stamp
+
+
+class Publisher:
+    """The reconciler's publish callback, recording what it would send (the real one is tested in test_faults)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, list[int]]] = []
+
+    def __call__(self, job_id: str, queue: str, indexes: list[int], stamp: float) -> None:
+        self.sent.append((job_id, queue, indexes))
+
+
+def sweep(client: redis.Redis, view: ledger.QueueView) -> tuple[ledger.Sweep, Publisher]:
+    publish = Publisher()
+    return ledger.reconcile(client, broker_id="redis", view=lambda queue: view, publish=publish), publish
+
+
+def test_claim_leases_and_a_second_completion_is_a_no_op(client: redis.Redis) -> None:
+    work = ledger.claim(client, JOB, 0, holder="w1/1")
+    assert (work.state, work.payload, work.deliveries, work.done) == ("queued", b"SQB1staged", 1, False)
+    assert ledger.summary(client, JOB).leased == {0: "w1/1"}
+    assert ledger.complete(client, JOB, 0, rows=b"first\n", texts=1, compute_s=0.1, wait_s=0.0)
+    assert not ledger.complete(client, JOB, 0, rows=b"second\n", texts=1, compute_s=0.1, wait_s=0.0)
+    assert client.get(keys.chunk_output(JOB, 0)) == b"first\n"
+    assert client.hmget(keys.job(JOB), ["chunks_done", "texts_done", "state"]) == [b"1", b"1", b"running"]
+    assert ledger.summary(client, JOB) == ledger.Ledger(pending=2, leased={}, probing=[])
+    again = ledger.claim(client, JOB, 0, holder="w2/1")
+    assert again.done and again.payload is None and again.deliveries == 2
+
+
+def test_concurrent_completions_of_one_chunk_count_once(client: redis.Redis, redis_url: str) -> None:
+    results: list[bool] = []
+
+    def finish(n: int) -> None:
+        own = redis.Redis.from_url(redis_url)
+        results.append(ledger.complete(own, JOB, 1, rows=b"row %d\n" % n, texts=5, compute_s=0.0, wait_s=0.0))
+        own.close()
+
+    threads = [threading.Thread(target=finish, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert client.hmget(keys.job(JOB), ["chunks_done", "texts_done"]) == [b"1", b"5"]
+    assert client.get(keys.chunk_output(JOB, 1)) in {b"row %d\n" % n for n in range(8)}
+
+
+def test_last_chunk_finishes_the_job_and_drops_it_from_the_index(client: redis.Redis) -> None:
+    for index in range(2):
+        ledger.complete(client, JOB, index, rows=b"r\n", texts=1, compute_s=0.0, wait_s=0.0)
+    ledger.complete(client, JOB, 2, rows=b"r\n", texts=1, compute_s=0.0, wait_s=0.0, bad={7: "ValueError: x"})
+    assert client.hget(keys.job(JOB), "state") == b"failed"
+    assert client.zscore(keys.ACTIVE_JOBS, JOB) is None
+    failure = ledger.failures(client, JOB)[2]
+    assert failure.lines == {7: "ValueError: x"} and failure.scored == 1 and "line" in failure.error
+
+
+def test_a_failed_chunk_is_not_scored_again_by_a_duplicate(client: redis.Redis) -> None:
+    ledger.fail(client, JOB, 0, "boom")
+    assert ledger.claim(client, JOB, 0, holder="w1/1").failed
+    assert not ledger.complete(client, JOB, 0, rows=b"late\n", texts=1, compute_s=0.0, wait_s=0.0)
+    assert client.hget(keys.job(JOB), "chunks_failed") == b"1"
+
+
+def test_reconciler_resends_the_chunk_of_a_dead_holder_once(client: redis.Redis) -> None:
+    ledger.claim(client, JOB, 0, holder="ghost@h/1-a")  # no heartbeat: dead
+    found, publish = sweep(client, ledger.QueueView(depth=5))
+    assert publish.sent == [(JOB, "q", [0])]
+    assert found.dead == [(JOB, 0, "ghost@h/1-a")]
+    assert ledger.summary(client, JOB).leased == {}
+    assert [d["instance"] for d in ledger.dead_workers(client)] == ["ghost@h/1-a"]
+    _, publish = sweep(client, ledger.QueueView(depth=5))
+    assert publish.sent == []  # its fresh message may still be queued: nothing more to do
+
+
+def test_reconciler_leaves_a_live_holders_chunk_alone(client: redis.Redis) -> None:
+    ledger.claim(client, JOB, 0, holder="alive@h/1-a")
+    ledger.beat(client, "alive@h/1-a", info={"queues": ["q"]}, running=[f"{JOB}:0"])
+    age(client, 0, 100)
+    _, publish = sweep(client, ledger.QueueView(depth=0))
+    assert ledger.summary(client, JOB).leased == {0: "alive@h/1-a"}
+    assert publish.sent == []
+
+
+def test_reconciler_resends_a_lease_its_live_holder_no_longer_runs(client: redis.Redis) -> None:
+    client.hset(keys.job_leases(JOB), "0", f"alive@h/1-a|{redis_now(client) - 60:.6f}")  # e.g. completion lost
+    ledger.beat(client, "alive@h/1-a", info={"queues": ["q"]}, running=[])
+    _, publish = sweep(client, ledger.QueueView(depth=3))
+    assert publish.sent == [(JOB, "q", [0])]
+
+
+def test_lost_message_rules(client: redis.Redis) -> None:
+    stamp = age(client, 0, 100)
+    for index in (1, 2):
+        age(client, index, 1)  # sent a moment ago: never touched
+    _, publish = sweep(client, ledger.QueueView(depth=40, oldest_stamp=stamp + 5))
+    assert publish.sent == []  # a backlog sent about when chunk 0 was still waits: chunk 0's message may be in it
+    _, publish = sweep(client, ledger.QueueView(depth=40, oldest_stamp=None))
+    assert publish.sent == []  # the broker cannot say (AMQP) and the queue is not empty: wait
+    _, publish = sweep(client, ledger.QueueView(depth=1, carried={(JOB, 0)}))
+    assert publish.sent == []  # a worker took its message moments ago
+    _, publish = sweep(client, ledger.QueueView(depth=40, oldest_stamp=stamp + 60))
+    assert publish.sent == [(JOB, "q", [0])]  # the queue moved on well past it: its message is gone
+    age(client, 0, 100)
+    _, publish = sweep(client, ledger.QueueView(depth=0))
+    assert publish.sent == [(JOB, "q", [0])]  # nothing queued at all
+
+
+def test_reconciler_skips_finished_vanished_and_foreign_jobs(client: redis.Redis) -> None:
+    age(client, 0, 100)
+    client.zadd(keys.ACTIVE_JOBS, {"vanished": 1})
+    client.hset(keys.job("other"), mapping={"state": "running", "queue": "q", "broker": "amqp"})
+    client.zadd(keys.job_pending("other"), {"0": 1})
+    client.zadd(keys.ACTIVE_JOBS, {"other": 1})
+    found, publish = sweep(client, ledger.QueueView(depth=0))
+    assert publish.sent == [(JOB, "q", [0])]
+    assert found.forgotten == 1 and client.zscore(keys.ACTIVE_JOBS, "vanished") is None
+    assert found.jobs == 1
+
+
+def test_one_reconciler_at_a_time(client: redis.Redis) -> None:
+    assert ledger.lock(client, "redis", "a")
+    assert ledger.lock(client, "redis", "a")  # renewed
+    assert not ledger.lock(client, "redis", "b")
+    ledger.unlock(client, "redis", "b")  # not b's to release
+    assert not ledger.lock(client, "redis", "b")
+    ledger.unlock(client, "redis", "a")
+    assert ledger.lock(client, "redis", "b")
+
+
+def test_live_workers_and_farewell(client: redis.Redis) -> None:
+    ledger.beat(client, "w@h/1-a", info={"queues": ["q"], "concurrency": 2}, running=["j:1"])
+    assert [(w.instance, w.queues, w.running) for w in ledger.live_workers(client)] == [("w@h/1-a", ["q"], ["j:1"])]
+    assert [w.instance for w in ledger.consumers(client, "q")] == ["w@h/1-a"]
+    assert ledger.consumers(client, "other") == []
+    ledger.farewell(client, "w@h/1-a")
+    assert ledger.live_workers(client) == []
+
+
+def test_isolate_bisects_down_to_the_texts_that_fail_alone() -> None:
+    from sentq.worker import TooManyBad, isolate
+
+    lines = list(range(1, 101))
+    poison = {17, 64}
+
+    def score(lo: int, hi: int) -> bytes:
+        if poison & set(lines[lo:hi]):
+            raise ValueError("bad text")
+        return b"".join(b"%d\n" % line for line in lines[lo:hi])
+
+    rows, scored, bad = isolate(lines, score)
+    assert rows == b"".join(b"%d\n" % n for n in lines if n not in poison)
+    assert scored == 98 and bad == {17: "ValueError: bad text", 64: "ValueError: bad text"}
+
+    def always(lo: int, hi: int) -> bytes:
+        raise RuntimeError("model broken")
+
+    with pytest.raises(TooManyBad, match="systematic"):
+        isolate(list(range(1, 500)), always)
