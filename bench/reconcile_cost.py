@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,12 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sentq import broker, keys, ledger  # noqa: E402
 from sentq.settings import Settings  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import RedisServer  # noqa: E402
 
 
 def commands(client: redis.Redis) -> int:
@@ -41,27 +34,12 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=50, help="chunks per job, all pending (2 leased)")
     parser.add_argument("--sweeps", type=int, default=30)
     args = parser.parse_args()
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed: run `make setup`")
     tmp = Path(tempfile.mkdtemp(prefix="sentq-reconcile-"))
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = RedisServer(tmp)
+    server.start()
+    port = server.port
     try:
-        client = redis.Redis(port=port, socket_connect_timeout=2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        client = server.client()
         settings = Settings.from_env({"SENTQ_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
         holder = "bench@host/1-a"
         running = []
@@ -110,8 +88,7 @@ def main() -> int:
             "(publishing them not timed)"
         )
     finally:
-        proc.terminate()
-        proc.wait()
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -183,7 +183,7 @@ def print_workers(console: Console, found: list[Any], dead: list[Any], depths: d
             )
         console.print(table)
     if dead:
-        table = Table(title="workers found dead holding chunks (last hour); their chunks were re-sent")
+        table = Table(title="dead workers, last hour (the chunks they held were re-sent)")
         for col in ("worker", "found dead", "chunks it held"):
             table.add_column(col)
         for d in dead:

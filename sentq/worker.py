@@ -82,33 +82,33 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     )
 
 
-def _tolerate_lost_connection_on_close() -> None:
+def _closed_channel_raises_connection_error() -> None:
     """Keep a worker alive when Redis drops its connection (a restart) at the wrong instant.
 
-    Celery 5.7 closes the broken broker connection before reconnecting; kombu's Redis channel then tries to restore
-    its unacked messages through a connection already torn down and raises AttributeError ('NoneType' object has no
-    attribute 'hostname', as in kombu#582/#970), which Celery treats as unrecoverable: the worker exits. Seen in
-    tests/test_faults.py about one Redis restart in five. Those messages stay in kombu's unacked hash (restored after
-    the visibility timeout) and their chunks stay leased to this worker, so the reconciler re-sends them: nothing is
-    lost by skipping the restore here.
+    Celery 5.7 closes the broken broker connection before reconnecting. kombu's Redis channel of that connection may
+    still be asked for a client afterwards (to restore its unacked messages while it closes, or to ack a task that was
+    running across the reconnect) and then fails with AttributeError ('NoneType' object has no attribute 'hostname',
+    as in kombu#582/#970), which Celery treats as unrecoverable: the worker exits. Seen in tests/test_faults.py about
+    one Redis restart in five. Raising the connection error Celery and kombu already handle there instead ("Couldn't
+    ack", reconnect) keeps the worker serving; the message stays in kombu's unacked hash, and its chunk, done or
+    leased to this worker, is settled by the ledger (a later redelivery is a no-op; the reconciler re-sends the rest).
     """
     from kombu.transport import redis as kombu_redis
 
-    original = kombu_redis.Channel.close
-    if getattr(original, "_sentq_tolerant", False):
+    original = kombu_redis.Channel._connparams
+    if getattr(original, "_sentq_checked", False):
         return
 
-    def close(self: Any) -> None:
-        try:
-            original(self)  # type: ignore[no-untyped-call]
-        except AttributeError as exc:
-            log.warning("broker connection already gone while closing a channel (%s); reconnecting", exc)
+    def connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection is None or self.connection.client is None:
+            raise redis.ConnectionError("this broker channel's connection was closed (lost, then re-established)")
+        return original(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
-    close._sentq_tolerant = True  # type: ignore[attr-defined]
-    setattr(kombu_redis.Channel, "close", close)  # noqa: B010 - mypy refuses assigning a method
+    connparams._sentq_checked = True  # type: ignore[attr-defined]
+    setattr(kombu_redis.Channel, "_connparams", connparams)  # noqa: B010 - mypy refuses assigning a method
 
 
-_tolerate_lost_connection_on_close()
+_closed_channel_raises_connection_error()
 _client: redis.Redis | None = None
 _models: OrderedDict[str, SentimentModel] = OrderedDict()
 settings = Settings.from_env()

@@ -1,4 +1,5 @@
-"""Fault injection: worker processes and whole workers killed mid-chunk (slow: real kills, real redelivery)."""
+"""The fault matrix: lost messages, dead worker processes and hosts, Redis restarted or SIGKILLed, poison texts, racing
+deliveries; each against real servers and workers, its outcome decided by the ledger and the rows, never by a sleep."""
 
 from __future__ import annotations
 
@@ -395,3 +396,42 @@ def test_job_wiped_from_redis_is_reported_lost(tmp_path: Path) -> None:
         assert "vanished from Redis" in errs and "appendonly" in errs
     finally:
         server.stop()
+
+
+def test_rabbitmq_lost_message_is_resent(redis_url: str, tmp_path: Path) -> None:
+    """The same recovery with RabbitMQ as the broker: a message taken off the queue and never run (what a lost
+    message leaves) is re-sent by the reconciler once the queue is empty; every row once, in order."""
+    import uuid
+
+    from kombu import Connection
+
+    from tests.test_jobs import RABBIT, delete_rabbit_queues, rabbit_answers
+
+    if not rabbit_answers():
+        pytest.skip("no RabbitMQ answers on 127.0.0.1:5672")
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "SENTQ_RESULT_BACKEND": redis_url,
+        "SENTQ_QUEUE": f"sentq-lost-{suffix}",
+        "SENTQ_RETRAIN_QUEUE": f"sentq-lost-retrain-{suffix}",
+    }
+    src = tmp_path / "t.txt"
+    write_texts(src, 10_000)
+    w = Worker(RABBIT, tmp_path / "w.log", name=f"amqp-lost-{suffix}@%h", env_extra=env)
+    try:
+        job = run_sentq(["submit", str(src), "--chunk-size", "1000"], RABBIT, **env).stdout.strip()
+        assert job
+        with Connection(RABBIT, connect_timeout=3) as conn:
+            taken = conn.default_channel.basic_get(queue=env["SENTQ_QUEUE"], no_ack=True)  # gone for good
+        assert taken is not None
+        w.start()
+        out = tmp_path / "rows.jsonl"
+        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", "90"], RABBIT, timeout=120, **env)
+        assert waited.returncode == 0, waited.stderr + w.output()
+        assert read_lines(out) == list(range(1, 10_001))
+        status = json.loads(run_sentq(["status", job, "--json"], RABBIT, **env).stdout)
+        assert (status["chunks_done"], status["texts_done"]) == (10, 10_000)
+        assert "message was lost" in (tmp_path / "w.log").read_text()
+    finally:
+        w.stop()
+        delete_rabbit_queues(env)

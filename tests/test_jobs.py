@@ -297,12 +297,20 @@ def rabbit_answers() -> bool:
         return False
 
 
+def delete_rabbit_queues(env: dict[str, str]) -> None:
+    """Delete the per-run queues a RabbitMQ test declared (the broker is the machine's, not ours to leave dirty)."""
+    from kombu import Connection
+
+    with Connection(RABBIT, connect_timeout=3) as conn:
+        channel = conn.channel()
+        for queue in (env["SENTQ_QUEUE"], env["SENTQ_RETRAIN_QUEUE"]):
+            channel.queue_delete(queue)
+
+
 @pytest.mark.skipif(not rabbit_answers(), reason="no RabbitMQ answers on 127.0.0.1:5672 (the amqp broker test)")
 def test_rabbitmq_broker_with_redis_results(redis_url: str, tmp_path: Path) -> None:
     """RabbitMQ as the broker, our Redis for jobs and results; queues named per run and deleted after."""
     import uuid
-
-    from kombu import Connection
 
     suffix = uuid.uuid4().hex[:8]
     env = {
@@ -325,7 +333,4 @@ def test_rabbitmq_broker_with_redis_results(redis_url: str, tmp_path: Path) -> N
         assert json.loads(listed.stdout)["queues"] == {env["SENTQ_QUEUE"]: 0, env["SENTQ_RETRAIN_QUEUE"]: 0}
     finally:
         w.stop()
-        with Connection(RABBIT, connect_timeout=3) as conn:
-            channel = conn.channel()
-            for queue in (env["SENTQ_QUEUE"], env["SENTQ_RETRAIN_QUEUE"]):
-                channel.queue_delete(queue)
+        delete_rabbit_queues(env)
