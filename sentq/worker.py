@@ -568,14 +568,20 @@ class Keeper:
         client = store.connect(settings)
         from celery.worker import state
 
+        down = False
         while not self.stopping.is_set():
             try:
                 requests = running_requests(state)
                 running = [chunk for chunk in map(chunk_of, requests) if chunk]
                 info = self.info | {"busy": len(requests), "tasks_done": sum(state.total_count.values())}
                 ledger.beat(client, instance, info=info, running=running)
+                if down:
+                    log.info("heartbeat: Redis is back")
+                down = False
             except redis.RedisError as exc:
-                log.warning("heartbeat: Redis unavailable (%s)", exc)
+                if not down:  # once per outage, not every beat
+                    log.warning("heartbeat: Redis unavailable (%s); beating again when it is back", exc)
+                down = True
             self.stopping.wait(ledger.BEAT_EVERY_S)
 
     def _reconcile_loop(self) -> None:
@@ -591,9 +597,12 @@ class Keeper:
         def view(queue: str) -> ledger.QueueView:
             return broker.view(app, settings, broker_client, queue)
 
+        # After an outage of Redis every heartbeat may have lapsed: give the live workers a heartbeat's lifetime to
+        # beat again before judging anyone dead (else their chunks would all be sent twice).
+        resume_at = 0.0
         while not self.stopping.wait(ledger.RECONCILE_EVERY_S):
             try:
-                if not ledger.lock(client, settings.broker_family, instance):
+                if time.monotonic() < resume_at or not ledger.lock(client, settings.broker_family, instance):
                     continue
                 sweep = ledger.reconcile(client, broker_id=settings.broker_family, view=view, publish=publish)
                 for job_id, index, holder in sweep.dead:
@@ -601,6 +610,10 @@ class Keeper:
                 for job_id, index in sweep.lost:
                     log.warning("re-sent chunk %d of job %s: its message was lost", index, job_id)
                 log.debug("reconciled %d jobs in %.1f ms (%d commands)", sweep.jobs, sweep.ms, sweep.commands)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if resume_at <= time.monotonic():
+                    log.warning("reconciler: Redis unavailable (%s); resuming once it is back", exc)
+                resume_at = time.monotonic() + ledger.BEAT_TTL_S
             except (redis.RedisError, SentqError, OperationalError) as exc:
                 log.warning("reconciler: %s; trying again in %.0f s", mask_secrets(str(exc)), ledger.RECONCILE_EVERY_S)
 
