@@ -167,6 +167,10 @@ def submit(
         follow_job(settings, record.id, output=output, out_format=out_format, timeout=timeout)
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 def print_job_id(job_id: str) -> None:
     if out.is_terminal:
         out.print(
@@ -222,8 +226,8 @@ def follow_job(
         what = ", ".join(
             part
             for part in (
-                f"{lines} input lines failed alone (left out of the rows)" if lines else "",
-                f"{whole} failed chunks" if whole else "",
+                f"{plural(lines, 'input line')} failed alone (left out of the rows)" if lines else "",
+                f"{plural(whole, 'failed chunk')}" if whole else "",
             )
             if part
         )

@@ -87,7 +87,8 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, Failure],
             + (f"; chunks {where.probing} probed piece by piece (they killed their process)" if where.probing else "")
         )
     if r.texts_failed:
-        lines.append(f"[red]failed[/]     {r.texts_failed:,} texts failed alone: left out of the rows (listed below)")
+        texts = f"{r.texts_failed:,} text" + ("" if r.texts_failed == 1 else "s")
+        lines.append(f"[red]failed[/]     {texts} failed alone: left out of the rows (listed below)")
     if r.chunks_done:
         lines.append(
             f"per chunk  {1000 * r.wait_s / r.chunks_done:,.0f} ms queue wait, "

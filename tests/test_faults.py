@@ -92,7 +92,7 @@ def test_poison_text_raising_costs_one_row(redis_url: str, tmp_path: Path) -> No
             ["submit", str(src), "--wait", "-o", str(out), "--timeout", "90"], redis_url, timeout=120, **env
         )
         assert proc.returncode == 1, proc.stderr + w.output()
-        assert "1 input lines failed alone" in proc.stderr
+        assert "1 input line failed alone" in proc.stderr
         assert read_lines(out) == [n for n in range(1, 100_001) if n != 54_321]
         job = proc.stderr.split()[1]
         status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
