@@ -47,7 +47,7 @@ format: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
-	$(BIN)/python bench/reconcile_cost.py
+	$(BIN)/python bench/reconcile_cost.py --append $(if $(QUICK),bench/out/RESULTS-quick.md,bench/RESULTS.md)
 
 # The Redis restart, Redis SIGKILL and worker-host-vanish scenarios, RUNS times each (default 20); prints the tally.
 RUNS ?= 20

@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--chunks", type=int, default=50, help="chunks per job, all pending (2 leased)")
     parser.add_argument("--sweeps", type=int, default=30)
+    parser.add_argument("--append", type=Path, default=None, help="also append the lines to this markdown file")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sentq-reconcile-"))
     server = RedisServer(tmp)
@@ -77,16 +78,18 @@ def main() -> int:
         sweep = ledger.reconcile(client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i))
         dead_ms = (time.perf_counter() - started) * 1000
         dead_cmds = commands(client) - before - 1
-        print(f"reconciler sweep, {args.jobs} unfinished jobs x {args.chunks} pending chunks (2 leased each):")
-        print(
-            f"  healthy: {statistics.median(costs):.0f} Redis commands (scripts' inner calls included), "
-            f"{client_cmds} sent in 3 pipelined round trips; median {statistics.median(times):.1f} ms, "
-            f"max {max(times):.1f} ms over {args.sweeps} sweeps"
-        )
-        print(
-            f"  holder dead: re-sent {len(sent)} chunks in {dead_cmds} Redis commands, {dead_ms:.1f} ms "
-            "(publishing them not timed)"
-        )
+        lines = [
+            f"reconciler sweep, {args.jobs} unfinished jobs x {args.chunks} chunks waiting (2 of each leased):",
+            f"- healthy: {statistics.median(costs):.0f} Redis commands (scripts' inner calls included), {client_cmds} "
+            f"sent in 3 pipelined round trips; median {statistics.median(times):.1f} ms, max {max(times):.1f} ms "
+            f"over {args.sweeps} sweeps",
+            f"- holder dead: re-sent {len(sent)} chunks in {dead_cmds} Redis commands, {dead_ms:.1f} ms "
+            "(publishing them not timed)",
+        ]
+        print("\n".join(lines))
+        if args.append is not None:
+            with open(args.append, "a") as f:
+                f.write("\n## Reconciler (`python bench/reconcile_cost.py`)\n\n" + "\n".join(lines) + "\n")
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
