@@ -253,6 +253,11 @@ def test_workers_lists_the_live_worker(worker: Worker, redis_url: str, tmp_path:
     src = tmp_path / "t.txt"
     src.write_text("great product\n")
     assert run_sentq(["submit", str(src), "--wait"], redis_url).returncode == 0
+    # The fixture flushed Redis (and the worker's heartbeat with it) before the test: it beats again within 2 s.
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 10
+    while not client.zcard("sentq:workers:live") and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc = run_sentq(["workers", "--json"], redis_url)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
