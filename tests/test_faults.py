@@ -163,7 +163,6 @@ def test_worker_host_vanishes_default_settings_chunk_rescued_fast(redis_url: str
         listed = json.loads(run_sentq(["workers", "--json"], redis_url, **env).stdout)
         assert any(d["name"].startswith("doomed@") and d["chunks"] for d in listed["dead"]), listed
         assert not any(w["name"].startswith("doomed@") for w in listed["workers"])
-        assert "doomed@" in (tmp_path / "w2.log").read_text()  # the rescuer's reconciler said whose chunk it re-sent
     finally:
         doomed.stop()
         rescuer.stop()
@@ -191,7 +190,7 @@ def test_lost_message_is_resent(redis_url: str, tmp_path: Path) -> None:
         assert read_lines(out) == list(range(1, 50_001))
         status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
         assert (status["chunks_done"], status["texts_done"]) == (10, 50_000)
-        assert "message was lost" in (tmp_path / "w.log").read_text()
+        assert deliveries(client, job, 6) == 1  # its one delivery came from the reconciler's re-send
     finally:
         w.stop()
 
