@@ -51,6 +51,17 @@ def hooked(**env: str) -> dict[str, str]:
     return env | {"PYTHONPATH": str(REPO / "tests" / "hooks") + os.pathsep + str(REPO)}
 
 
+def poisoned_worker(url: str, tmp_path: Path, src: Path, *, texts: int, line: int, how: str, **env: str) -> Worker:
+    """Write ``texts`` good texts to ``src`` with a poison one at input ``line``, and start a worker that ``how``
+    ("raise" or "kill") on any batch holding it (tests/hooks/sitecustomize.py)."""
+    write_texts(src, texts)
+    lines = src.read_text().splitlines()
+    lines[line - 1] = "POISON-TEXT"
+    src.write_text("\n".join(lines) + "\n")
+    hook = hooked(SENTQ_TEST_POISON=f"{how}:POISON-TEXT", **env)
+    return Worker(url, tmp_path / "w.log", name=f"poison-{how}@%h", env_extra=hook).start()
+
+
 def test_pool_process_killed_mid_chunk_is_redelivered(redis_url: str, tmp_path: Path) -> None:
     """A pool process SIGKILLed while it scores a chunk: the chunk runs again at once, every row once, in order."""
     src = tmp_path / "big.txt"
@@ -78,14 +89,8 @@ def test_pool_process_killed_mid_chunk_is_redelivered(redis_url: str, tmp_path: 
 def test_poison_text_raising_costs_one_row(redis_url: str, tmp_path: Path) -> None:
     """A text that makes scoring raise, among 100,000 good ones: its chunk is bisected, one row lost, job failed."""
     src = tmp_path / "t.txt"
-    write_texts(src, 100_000)
-    lines = src.read_text().splitlines()
-    lines[54_320] = "POISON-TEXT"
-    src.write_text("\n".join(lines) + "\n")
     env = {"SENTQ_QUEUE": "poison-raise-q"}
-    w = Worker(
-        redis_url, tmp_path / "w.log", name="poison@%h", env_extra=hooked(SENTQ_TEST_POISON="raise:POISON-TEXT", **env)
-    ).start()
+    w = poisoned_worker(redis_url, tmp_path, src, texts=100_000, line=54_321, how="raise", **env)
     try:
         out = tmp_path / "rows.jsonl"
         proc = run_sentq(
@@ -109,14 +114,8 @@ def test_poison_text_killing_its_process_costs_one_row(redis_url: str, tmp_path:
     """A text that kills its process every time: after SENTQ_MAX_DELIVERIES deaths its chunk is probed piece by
     piece until the text is alone; that one line fails, every other row comes back, the worker lives on."""
     src = tmp_path / "t.txt"
-    write_texts(src, 3_000)
-    lines = src.read_text().splitlines()
-    lines[1_234] = "KILLER-TEXT"
-    src.write_text("\n".join(lines) + "\n")
     env = {"SENTQ_QUEUE": "poison-kill-q", "SENTQ_MAX_DELIVERIES": "2"}
-    w = Worker(
-        redis_url, tmp_path / "w.log", name="killer@%h", env_extra=hooked(SENTQ_TEST_POISON="kill:KILLER-TEXT", **env)
-    ).start()
+    w = poisoned_worker(redis_url, tmp_path, src, texts=3_000, line=1_235, how="kill", **env)
     try:
         out = tmp_path / "rows.jsonl"
         proc = run_sentq(
