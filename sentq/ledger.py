@@ -38,6 +38,18 @@ DEAD_KEEP_S = 3600
 
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
 
+# A key of a job's expires at the same instant as the job record; a settled chunk leaves the lease and pending sets.
+_HELPERS = """
+local function expire_with(key, job)
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+local function release(leases, pending, item)
+  redis.call('HDEL', leases, item)
+  redis.call('ZREM', pending, item)
+end
+"""
+
 # Settle the job after its counts moved: running once a chunk is counted, finished when every chunk is accounted for
 # (then it leaves the active index, in the same step).
 _SETTLE = """
@@ -61,10 +73,10 @@ end
 # Mark chunks sent now (their message is being published). KEYS: pending, job  ARGV: items...
 _SENT = (
     _NOW
+    + _HELPERS
     + """
-local ttl = redis.call('PTTL', KEYS[2])
 for i = 1, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+expire_with(KEYS[1], KEYS[2])
 return tostring(now)
 """
 )
@@ -96,6 +108,7 @@ return {0, st[1], model, d, redis.call('GET', KEYS[6]) or ''}
 # ARGV: job_id, item, texts, compute_s, wait_s, rows, failure ('' if none), bad texts
 _COMPLETE = (
     _NOW
+    + _HELPERS
     + _SETTLE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -103,8 +116,7 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
 if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('SET', KEYS[4], ARGV[6], 'PX', ttl) else redis.call('SET', KEYS[4], ARGV[6]) end
-redis.call('HDEL', KEYS[6], ARGV[2])
-redis.call('ZREM', KEYS[7], ARGV[2])
+release(KEYS[6], KEYS[7], ARGV[2])
 if ARGV[7] == '' then
   redis.call('SADD', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[5])
@@ -128,16 +140,15 @@ return 1
 # KEYS: job, done, failed, leases, pending, active   ARGV: job_id, item, failure JSON
 _FAIL = (
     _NOW
+    + _HELPERS
     + _SETTLE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
-redis.call('HDEL', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
+release(KEYS[4], KEYS[5], ARGV[2])
 if redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+  expire_with(KEYS[3], KEYS[1])
 end
 settle(KEYS[1], KEYS[6], ARGV[1], now, true)
 return 1
@@ -159,14 +170,15 @@ return 1
 )
 
 # The reconciler re-sends chunks, each only if it is still as the sweep saw it (another sweep, a claim or a
-# completion in between wins). KEYS: pending, leases   ARGV: ttl_ms, then (item, lease or '', stamp) triples.
+# completion in between wins). KEYS: pending, leases, job   ARGV: (item, lease or '', stamp) triples.
 # A triple with a lease re-sends a chunk whose holder is dead (if that lease still stands); without, one whose message
 # was lost (if it is still unleased and its last send is the one the sweep saw).
 _RESEND = (
     _NOW
+    + _HELPERS
     + """
 local out = {tostring(now)}
-for i = 2, #ARGV, 3 do
+for i = 1, #ARGV, 3 do
   local item, lease, stamp = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local score = redis.call('ZSCORE', KEYS[1], item)
   local held = redis.call('HGET', KEYS[2], item)
@@ -179,7 +191,7 @@ for i = 2, #ARGV, 3 do
     table.insert(out, item)
   end
 end
-if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+expire_with(KEYS[1], KEYS[3])
 return out
 """
 )
@@ -207,22 +219,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Probe a chunk that kills its process: commit one scored piece if the checkpoint is still at its offset.
-# KEYS: probe hash, partial rows   ARGV: index, expected offset, new checkpoint JSON, rows, ttl_ms
-_PROBE_COMMIT = """
+# Probe a chunk that kills its process: save the checkpoint before trying a piece. KEYS: probe hash, job
+# ARGV: index, checkpoint JSON
+_PROBE_SAVE = (
+    _HELPERS
+    + """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+expire_with(KEYS[1], KEYS[2])
+return 1
+"""
+)
+
+# Commit one scored piece if the checkpoint is still at its offset.
+# KEYS: probe hash, partial rows, job   ARGV: index, expected offset, new checkpoint JSON, rows
+_PROBE_COMMIT = (
+    _HELPERS
+    + """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local offset = cur and cjson.decode(cur)['offset'] or 0
 if offset ~= tonumber(ARGV[2]) then return 0 end
 if ARGV[4] ~= '' then redis.call('APPEND', KEYS[2], ARGV[4]) end
 if offset == 0 and ARGV[4] == '' then redis.call('SET', KEYS[2], '') end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]); redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+expire_with(KEYS[1], KEYS[3])
+expire_with(KEYS[2], KEYS[3])
 return 1
 """
-
-
-def _ttl_ms(client: redis.Redis, job_id: str) -> int:
-    return max(int(client.pttl(keys.job(job_id))), 0)
+)
 
 
 # ----- producer side -----
@@ -406,10 +429,7 @@ def probe_state(client: redis.Redis, job_id: str, index: int) -> dict[str, Any] 
 
 def probe_save(client: redis.Redis, job_id: str, index: int, state: dict[str, Any]) -> None:
     """Write the checkpoint before trying a piece: if the process dies, the next delivery knows where."""
-    client.hset(keys.job_probe(job_id), str(index), json.dumps(state))
-    ttl = _ttl_ms(client, job_id)
-    if ttl:
-        client.pexpire(keys.job_probe(job_id), ttl)
+    client.eval(_PROBE_SAVE, 2, keys.job_probe(job_id), keys.job(job_id), str(index), json.dumps(state))
 
 
 def probe_commit(
@@ -418,14 +438,14 @@ def probe_commit(
     """Append a scored piece's rows if the checkpoint is still at ``offset`` (a racing delivery may have moved it)."""
     done = client.eval(
         _PROBE_COMMIT,
-        2,
+        3,
         keys.job_probe(job_id),
         keys.chunk_partial(job_id, index),
+        keys.job(job_id),
         str(index),
         offset,
         json.dumps(state),
         rows,
-        _ttl_ms(client, job_id),
     )
     return int(done) == 1
 
@@ -658,9 +678,9 @@ def reconcile(
         for index, stamp in lost:
             args += [str(index), "", repr(stamp)]
         stamp_s, *resent = client.eval(
-            _RESEND, 2, keys.job_pending(job_id), keys.job_leases(job_id), _ttl_ms(client, job_id), *args
+            _RESEND, 3, keys.job_pending(job_id), keys.job_leases(job_id), keys.job(job_id), *args
         )
-        sweep.commands += 2
+        sweep.commands += 1
         chosen = {int(i) for i in resent}
         if not chosen:
             continue
