@@ -30,6 +30,7 @@ EXIT_CODES: dict[type[errors.SentqError], int] = {
     errors.DatasetMissingError: EXIT_USAGE,
     errors.ModelError: EXIT_USAGE,
     errors.JobNotFoundError: EXIT_USAGE,
+    errors.JobStateError: EXIT_USAGE,
     errors.BrokerUnavailableError: EXIT_CONNECT,
     errors.JobFailedError: EXIT_FAILED_CHUNKS,
     errors.JobTimeoutError: EXIT_TIMEOUT,
@@ -259,17 +260,11 @@ def status(
         else:
             render.print_jobs(out, records)
         return
-    record, failures = control.status(settings, job_id)
-    where = control.ledger_summary(settings, job_id)
     if as_json:
-        extra = {
-            "failures": {str(k): f.error for k, f in sorted(failures.items())},
-            "failed_lines": {str(line): why for f in failures.values() for line, why in sorted(f.lines.items())},
-            "ledger": {"pending": where.pending, "leased": {str(k): v for k, v in where.leased.items()}},
-        }
-        print(json.dumps(record.to_dict() | extra, indent=2))
-    else:
-        render.print_job(out, record, failures, where)
+        print(json.dumps(control.status_dict(settings, job_id), indent=2))
+        return
+    record, failures = control.status(settings, job_id)
+    render.print_job(out, record, failures, control.ledger_summary(settings, job_id))
 
 
 @command()
@@ -287,9 +282,6 @@ def retry(job_id: Annotated[str, typer.Argument(help="A job that finished with f
     from sentq import control
 
     indexes = control.retry(load_settings(), job_id)
-    if not indexes:
-        err.print(f"job {job_id} has no failed chunks")
-        return
     err.print(f"queued {len(indexes)} failed chunks of job {job_id} again; follow with `sentq wait {job_id}`")
 
 
@@ -304,6 +296,64 @@ def workers(as_json: AsJson = False) -> None:
         print(json.dumps({"workers": [vars(w) for w in found], "dead": [vars(d) for d in dead], "queues": depths}))
     else:
         render.print_workers(out, found, dead, depths)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@command()
+def api(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", "-w", help="API processes (uvicorn workers).")] = 1,
+    loglevel: Annotated[str, typer.Option("--loglevel", "-l", envvar="SENTQ_LOG_LEVEL", help="Log level.")] = "INFO",
+) -> None:
+    """Serve the HTTP API, the operator console (/) and Prometheus metrics (/metrics) with uvicorn.
+
+    Auth: bearer tokens from SENTQ_API_TOKENS (comma-separated; "ro:TOKEN" is read-only). Without tokens the API
+    has no auth, so it listens on loopback only. OpenAPI docs at /docs.
+    """
+    settings = load_settings()
+    try:
+        import uvicorn
+
+        import sentq.web.app  # noqa: F401 - fails here, with the fix, if the api extra is missing
+    except ImportError as exc:
+        raise errors.ConfigError(
+            f"`sentq api` needs the api extra ({exc.name} is missing): pip install 'sentq[api]'"
+        ) from None
+    kinds = settings.api_token_kinds
+    if not kinds and host not in LOOPBACK:
+        raise errors.ConfigError(
+            f"refusing to listen on {host} without auth: set SENTQ_API_TOKENS (e.g. "
+            "SENTQ_API_TOKENS=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')), or use --host 127.0.0.1"
+        )
+    if not 1 <= port <= 65535 or workers < 1:
+        raise errors.ConfigError("--port must be 1-65535 and --workers at least 1")
+    from sentq.settings import mask_url
+
+    if kinds:
+        read_only = sum(1 for kind in kinds.values() if kind == "read")
+        how = f"bearer tokens required ({len(kinds)} configured, {read_only} read-only)"
+    else:
+        how = "no SENTQ_API_TOKENS: no auth, so listening on loopback only"
+    shown = f"[{host}]" if ":" in host else host
+    err.print(
+        f"sentq api on http://{shown}:{port} ({workers} process{'es' if workers != 1 else ''}); {how}; "
+        f"Redis {mask_url(settings.backend_url)}, broker {mask_url(settings.broker_url)}. "
+        f"Console: http://{shown}:{port}/ · docs: /docs · metrics: /metrics",
+        soft_wrap=True,
+        markup=False,
+    )
+    uvicorn.run(
+        "sentq.web.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=loglevel.lower(),
+        proxy_headers=False,
+    )
 
 
 # Model lifecycle: `sentq model ...` (a sub-app), `sentq retrain`, `sentq beat`.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from sentq import jobs, keys, ledger, store
+from sentq.errors import ConfigError, InputError, JobNotFoundError, JobStateError
 from sentq.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,8 +53,13 @@ def submit(
     chunk_size: int | None = None,
     model_version: str | None = None,
     on_created: Callable[[str], None] | None = None,
+    idempotency_key: str | None = None,
 ) -> jobs.JobRecord:
-    """Create a job for ``source``, stage its chunks in Redis and queue them; ``on_created`` gets the id at once."""
+    """Create a job for ``source``, stage its chunks in Redis and queue them; ``on_created`` gets the id at once.
+
+    With ``idempotency_key`` the job is recorded as that key's (see ``idempotent_job``); a key another upload holds
+    now is a JobStateError and this job is marked invalid before anything is read.
+    """
     from sentq import registry  # here, not at the top: `sentq status` need not import the model's stack
 
     client = connect(settings)
@@ -64,6 +70,8 @@ def submit(
     else:
         ref = registry.current(client)  # None on a fresh install: the first worker pins the bootstrapped v1
     job_id = jobs.create(client, settings, source=source, chunk_size=size, model_ref=ref)
+    if idempotency_key is not None:
+        _claim_idempotency(client, settings, idempotency_key, job_id)
     if on_created is not None:
         on_created(job_id)
     publish = worker_module(settings).publisher(settings.queue)
@@ -75,6 +83,81 @@ def submit(
         raise store.unavailable(settings.backend_url, exc) from None
 
 
+def score_batch(settings: Settings, texts: list[str]) -> str:
+    """Queue the seed's `sentq.batch_score` for ``texts``; returns its task id, recorded as issued (for 404s)."""
+    from celery.utils import uuid
+    from kombu.exceptions import OperationalError
+
+    too_long = next((i for i, t in enumerate(texts) if len(t) > settings.max_text_chars), None)
+    if too_long is not None:
+        raise InputError(
+            f"text #{too_long + 1} has {len(texts[too_long]):,} characters, over the limit of "
+            f"{settings.max_text_chars:,} (SENTQ_MAX_TEXT_CHARS); shorten or split it"
+        )
+    task_id = uuid()
+    client = connect(settings)
+    try:
+        client.set(keys.batch_task(task_id), b"", ex=settings.result_expires_s)
+    except redis.RedisError as exc:
+        raise store.unavailable(settings.backend_url, exc) from None
+    try:
+        worker_module(settings).batch_score.apply_async((texts,), task_id=task_id, queue=settings.queue)
+    except OperationalError as exc:
+        raise store.unavailable(settings.broker_url, exc) from None
+    return str(task_id)
+
+
+def batch_result(settings: Settings, task_id: str) -> tuple[bool, list[dict[str, Any]] | None, str | None]:
+    """(ready, rows, error) of a `score_batch` task; JobNotFoundError for an id never issued (or expired)."""
+    client = connect(settings)
+    if not client.exists(keys.batch_task(task_id)):
+        raise JobNotFoundError(f"no task {task_id!r}: it was never issued by POST /score-batch, or it expired")
+    result = worker_module(settings).app.AsyncResult(task_id)
+    if not result.ready():
+        return False, None, None
+    if result.failed():
+        return True, None, f"{type(result.result).__name__}: {result.result}"
+    return True, list(result.result), None
+
+
+def _idempotency_key(key: str) -> str:
+    import hashlib
+
+    return keys.idempotency(hashlib.sha256(key.encode()).hexdigest())
+
+
+def idempotent_job(settings: Settings, key: str) -> jobs.JobRecord | None:
+    """The job an earlier upload with this Idempotency-Key created, unless that upload failed (then None: retry it)."""
+    client = connect(settings)
+    job_id = client.get(_idempotency_key(key))
+    if job_id is None:
+        return None
+    try:
+        record = jobs.get(client, store.text(job_id))
+    except JobNotFoundError:
+        return None
+    return None if record.state == jobs.JobState.INVALID else record
+
+
+def _claim_idempotency(client: redis.Redis, settings: Settings, key: str, job_id: str) -> None:
+    name = _idempotency_key(key)
+    if client.set(name, job_id, ex=settings.result_expires_s, nx=True):
+        return
+    holder = store.text(client.get(name) or b"")
+    try:
+        replaced = jobs.get(client, holder).state == jobs.JobState.INVALID if holder else True
+    except JobNotFoundError:
+        replaced = True
+    if replaced:  # the earlier upload with this key failed: this one takes the key over
+        client.set(name, job_id, ex=settings.result_expires_s)
+        return
+    jobs.mark_invalid(client, job_id, f"duplicate upload: Idempotency-Key belongs to job {holder}", staged_chunks=0)
+    raise JobStateError(
+        f"another upload with this Idempotency-Key created job {holder}; GET /v1/jobs/{holder} instead of "
+        "uploading again (or use a new key for a new job)"
+    )
+
+
 def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, ledger.Failure]]:
     """A job's record and its failed chunks (why, and which input lines failed alone)."""
     client = connect(settings)
@@ -82,23 +165,139 @@ def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, l
     return record, jobs.failures(client, job_id) if record.chunks_failed else {}
 
 
+def results(settings: Settings, job_id: str, *, from_line: int = 1) -> Iterator[bytes]:
+    """The job's rows as JSONL, chunk by chunk in input order as workers finish them, from input line ``from_line``.
+
+    Checks the job exists before the first row (JobNotFoundError), so a caller can answer 404 before it streams.
+    """
+    from sentq import export, follow
+
+    client = connect(settings)
+    jobs.get(client, job_id)
+    start = _chunk_of_line(client, job_id, from_line) if from_line > 1 else 0
+
+    def rows() -> Iterator[bytes]:
+        for chunk in follow.follow(client, job_id, start_index=start):
+            if from_line > 1 and chunk and int(chunk[8 : chunk.index(b",")]) < from_line:
+                chunk = export.rows_from_line(chunk, from_line)
+            if chunk:
+                yield chunk
+
+    return rows()
+
+
+def _chunk_of_line(client: redis.Redis, job_id: str, line: int) -> int:
+    """The last finished chunk whose first row is at or before input ``line`` (one round trip: 24 bytes a chunk)."""
+    record = jobs.get(client, job_id)
+    total = record.total_chunks if record.total_chunks is not None else record.chunks_done + record.chunks_failed
+    pipe = client.pipeline(transaction=False)
+    for index in range(total):
+        pipe.getrange(keys.chunk_output(job_id, index), 0, 23)
+    start = 0
+    for index, head in enumerate(pipe.execute()):
+        if not head:
+            continue  # failed, or not finished yet: follow decides
+        first = int(head[8 : head.index(b",")])
+        if first > line:
+            break
+        start = index
+    return start
+
+
 def ledger_summary(settings: Settings, job_id: str) -> ledger.Ledger:
     """Where the job's unfinished chunks are: pending, leased (by whom), probed."""
     return ledger.summary(connect(settings), job_id)
+
+
+def status_dict(settings: Settings, job_id: str) -> dict[str, Any]:
+    """The job as `sentq status JOB --json` and `GET /v1/jobs/{id}` show it: record, failures, ledger."""
+    record, failed = status(settings, job_id)
+    where = ledger_summary(settings, job_id)
+    return record.to_dict() | {
+        "failures": {str(k): f.error for k, f in sorted(failed.items())},
+        "failed_lines": {str(line): why for f in failed.values() for line, why in sorted(f.lines.items())},
+        "ledger": {"pending": where.pending, "leased": {str(k): v for k, v in where.leased.items()}},
+    }
 
 
 def recent(settings: Settings, *, limit: int = 20) -> list[jobs.JobRecord]:
     return jobs.recent(connect(settings), settings, limit=limit)
 
 
+def list_jobs(
+    settings: Settings, *, state: str | None = None, limit: int = 20, cursor: str | None = None
+) -> tuple[list[jobs.JobRecord], str | None]:
+    """Recent jobs, newest first, ``limit`` a page, only those in ``state`` if given; and the next page's cursor.
+
+    The cursor is the last job's index score and id ("1764000000.1234567:ab12cd34ef56"), so pages stay stable while
+    new jobs arrive. Filtering by state reads the index in batches until the page is full.
+    """
+    if state is not None and state not in {s.value for s in jobs.JobState}:
+        raise ConfigError(f"unknown job state {state!r}; use one of: {', '.join(s.value for s in jobs.JobState)}")
+    if not 1 <= limit <= 500:
+        raise ConfigError(f"limit must be between 1 and 500, got {limit}")
+    before, after_id = _parse_cursor(cursor)
+    client = connect(settings)
+    found: list[jobs.JobRecord] = []
+    scores: dict[str, float] = {}
+    offset = 0
+    batch = max(limit * 2, 50)
+    while len(found) < limit:
+        # Inclusive of the cursor's time: jobs created in the same millisecond come in descending id order.
+        ids: list[tuple[bytes, float]] = client.zrevrangebyscore(  # type: ignore[assignment]
+            keys.JOBS_INDEX, before, "-inf", start=offset, num=batch, withscores=True
+        )
+        if not ids:
+            break
+        offset += len(ids)
+        page = [(store.text(raw_id), float(score)) for raw_id, score in ids]
+        page = [(i, sc) for i, sc in page if after_id is None or repr(sc) != before or i < after_id]
+        pipe = client.pipeline(transaction=False)
+        for job_id, _ in page:
+            pipe.hgetall(keys.job(job_id))
+        for (job_id, score), raw in zip(page, pipe.execute(), strict=True):
+            record = jobs.JobRecord.from_hash(job_id, raw) if raw else None
+            if record is not None and (state is None or record.state.value == state):
+                found.append(record)
+                scores[job_id] = score
+                if len(found) == limit:
+                    break
+        if len(ids) < batch:
+            break
+    more = len(found) == limit
+    return found, f"{scores[found[-1].id]!r}:{found[-1].id}" if more else None
+
+
+def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:
+    if not cursor:
+        return "+inf", None
+    created, _, job_id = cursor.partition(":")
+    try:
+        created = repr(float(created))
+    except ValueError:
+        raise ConfigError(f"bad cursor {cursor!r}: pass the next_cursor of the previous page as it is") from None
+    return created, job_id or None
+
+
 def cancel(settings: Settings, job_id: str) -> jobs.JobRecord:
-    return jobs.cancel(connect(settings), job_id)
+    """Cancel a job that has not finished (JobStateError if it has: nothing to cancel)."""
+    client = connect(settings)
+    before = jobs.get(client, job_id)
+    if before.state.finished:
+        raise JobStateError(f"job {job_id} is already {before.state.value}; there is nothing to cancel")
+    return jobs.cancel(client, job_id)
 
 
 def retry(settings: Settings, job_id: str) -> list[int]:
-    """Queue the job's failed chunks again; returns their indexes."""
+    """Queue the job's failed chunks again; returns their indexes (JobStateError if it has none)."""
     client = connect(settings)
     check_broker(settings)
+    record = jobs.get(client, job_id)
+    if not record.chunks_failed:
+        raise JobStateError(
+            f"job {job_id} has no failed chunks to retry (it is {record.state.value}); "
+            "only a job that finished with failed chunks can be retried"
+        )
     indexes = jobs.reopen_failed(client, job_id)
     if indexes:
         sent_at = float(ledger.mark_sent(client, job_id, indexes))

@@ -3,9 +3,13 @@
 SentqError                  base of all of them; the CLI maps each to an exit code
 ├── ConfigError             a bad SENTQ_* setting or CLI option              (exit 2)
 ├── InputError              bad input: which file, which line, what to do    (exit 2)
+│   ├── UnsupportedFormatError  an upload in a format sentq does not read   (HTTP 415)
+│   └── PayloadTooLargeError    an upload over SENTQ_API_MAX_BYTES           (HTTP 413)
 ├── DatasetMissingError     the default training data is not on this host    (exit 2)
 ├── ModelError              a model artifact is missing, tampered or unsafe  (exit 2)
+│   └── ModelNotFoundError  no such model version in the registry            (HTTP 404)
 ├── JobNotFoundError        unknown or expired job id                        (exit 2)
+├── JobStateError           the job's state does not allow that action       (exit 2, HTTP 409)
 ├── BrokerUnavailableError  Redis / RabbitMQ did not answer in time          (exit 3)
 ├── JobFailedError          the job ended failed as a whole                  (exit 1)
 │   └── JobLostError        the job's records vanished from Redis mid-job    (exit 1)
@@ -28,6 +32,14 @@ class InputError(SentqError):
     """Raised when an input file cannot be read as texts (names file, line and fix)."""
 
 
+class UnsupportedFormatError(InputError):
+    """Raised when an upload's declared type or encoding is not one sentq reads."""
+
+
+class PayloadTooLargeError(InputError):
+    """Raised when an upload goes past SENTQ_API_MAX_BYTES (counted as it arrives)."""
+
+
 class DatasetMissingError(SentqError):
     """Raised when the default training data has not been fetched."""
 
@@ -36,8 +48,16 @@ class ModelError(SentqError):
     """Raised when a model artifact is missing, truncated, tampered or in an unsafe format."""
 
 
+class ModelNotFoundError(ModelError):
+    """Raised when a model version is not in the registry."""
+
+
 class JobNotFoundError(SentqError):
     """Raised when a job id is unknown or its records have expired."""
+
+
+class JobStateError(SentqError):
+    """Raised for an action the job's state does not allow (cancel a finished job, retry one without failures)."""
 
 
 class BrokerUnavailableError(SentqError):

@@ -7,11 +7,32 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sentq.errors import InputError
 
 COLUMNS = ("line", "text", "score", "label", "model")
+
+
+CSV_HEADER = (",".join(COLUMNS) + "\r\n").encode()
+
+
+def parse_rows(jsonl: bytes) -> list[dict[str, Any]]:
+    """A chunk's JSONL rows as dicts: one json.loads per chunk (rows made into one array), ~5x faster than per row."""
+    return json.loads(b"[" + jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]") if jsonl.strip() else []
+
+
+def to_csv(jsonl: bytes) -> bytes:
+    """A chunk's JSONL rows as CSV lines (no header: that is CSV_HEADER, written once)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerows([r["line"], r["text"], r["score"], r["label"], r["model"]] for r in parse_rows(jsonl))
+    return buf.getvalue().encode()
+
+
+def rows_from_line(jsonl: bytes, first_line: int) -> bytes:
+    """The rows of a chunk whose input line is ``first_line`` or later (rows start with ``{"line":N,``)."""
+    kept = [row for row in jsonl.splitlines(keepends=True) if int(row[8 : row.index(b",")]) >= first_line]
+    return b"".join(kept)
 
 
 def format_for(path: Path | None, fmt: str | None) -> str:
@@ -40,18 +61,11 @@ class Sink:
             except OSError as exc:
                 raise InputError(f"cannot write {path}: {exc.strerror}") from None
         if fmt == "csv":
-            self._file.write((",".join(COLUMNS) + "\r\n").encode())
+            self._file.write(CSV_HEADER)
 
     def write(self, jsonl: bytes) -> None:
         self.rows += jsonl.count(b"\n")
-        if self.fmt == "jsonl":
-            self._file.write(jsonl)
-            return
-        # One json.loads per chunk (the rows made into one array), not one per row: ~5x faster for big jobs.
-        rows = json.loads(b"[" + jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]") if jsonl.strip() else []
-        buf = io.StringIO()
-        csv.writer(buf).writerows([r["line"], r["text"], r["score"], r["label"], r["model"]] for r in rows)
-        self._file.write(buf.getvalue().encode())
+        self._file.write(jsonl if self.fmt == "jsonl" else to_csv(jsonl))
 
     def close(self) -> None:
         self._file.flush()

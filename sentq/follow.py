@@ -47,6 +47,7 @@ def follow(
     on_disconnect: Callable[[Exception], None] | None = None,
     stall_after_s: float = STALL_AFTER_S,
     on_stall: Callable[[str], None] | None = None,
+    start_index: int = 0,
 ) -> Iterator[bytes]:
     """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
 
@@ -55,9 +56,10 @@ def follow(
     A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError; a job
     whose records vanish meanwhile (a Redis restarted without persistence) is JobLostError, never "done". A job that
     makes no progress for ``stall_after_s`` gets ``on_stall`` with why, in words (no worker on its queue?).
+    ``start_index`` skips the chunks before it (a resumed download).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    next_index = 0
+    next_index = start_index
     window = 2
     failed: dict[int, ledger.Failure] = {}
     lost_at: float | None = None
@@ -162,3 +164,44 @@ def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str |
             "but none holds a chunk of it (busy with other jobs? see `sentq workers`); still following"
         )
     return None
+
+
+def watch(
+    client: redis.Redis, job_id: str, *, timeout_s: float | None = None, poll_s: float = 0.5
+) -> Iterator[JobRecord]:
+    """Yield the job's record whenever it changes, and once more when it ends (any final state); never its rows.
+
+    For progress views (SSE, ``Job.wait``): the caller decides what a final state means. Raises JobNotFoundError for an
+    unknown id, JobLostError if the job vanishes while it runs, JobTimeoutError past ``timeout_s``. A producer that died
+    mid-input is detected as ``follow`` does (the job is marked invalid, and that record is yielded).
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last: JobRecord | None = None
+    while True:
+        raw = client.hgetall(keys.job(job_id))
+        if not raw:
+            if last is not None and not last.state.finished:
+                raise JobLostError(
+                    f"job {job_id} vanished from Redis while it ran ({last.texts_done:,} texts had been scored): "
+                    "Redis lost its data (restarted without persistence? flushed?). Submit the input again"
+                )
+            raise JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired (see `sentq status`)")
+        record = JobRecord.from_hash(job_id, raw)
+        if record.orphaned:
+            reason = (
+                f"the submitting process stopped while reading the input (no sign of it for {PRODUCER_SILENT_S}s; "
+                f"killed?) after {record.texts_done:,} texts were scored; submit the input again"
+            )
+            mark_invalid(client, job_id, reason, staged_chunks=0)
+            continue
+        if record != last:
+            yield record
+        last = record
+        if record.state.finished:
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobTimeoutError(
+                f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
+                f"it keeps running: reattach with `sentq wait {job_id}`"
+            )
+        time.sleep(poll_s)

@@ -72,8 +72,10 @@ class TextSource:
         header: bool | None = None,
         max_chars: int = 10_000,
         stdin: BinaryIO | None = None,
+        name: str | None = None,
     ) -> None:
-        self.name = "<stdin>" if path == "-" else path
+        """``path`` ``-`` reads ``stdin`` (default: the process's), shown in messages as ``name`` (``<stdin>``)."""
+        self.name = name or ("<stdin>" if path == "-" else path)
         self.is_stream = path == "-"
         self.blank_lines = 0
         self.texts = 0

@@ -154,7 +154,7 @@ def create(
         "format": source.format,
         "created": f"{now:.3f}",
         "chunk_size": chunk_size,
-        "model": model_ref or "",
+        **({"model": model_ref} if model_ref else {}),  # absent until pinned: the first chunk pins it (HSETNX)
         "heartbeat": f"{now:.3f}",
         "queue": settings.queue,
         "broker": settings.broker_family,
@@ -163,6 +163,7 @@ def create(
     pipe.hset(keys.job(job_id), mapping=record)  # type: ignore[arg-type]
     pipe.expire(keys.job(job_id), settings.result_expires_s)
     ledger.track(pipe, job_id, now)
+    pipe.hincrby(keys.STATS, "jobs_submitted", 1)
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
     pipe.zremrangebyscore(keys.JOBS_INDEX, "-inf", now - settings.result_expires_s)
     pipe.execute()
@@ -230,15 +231,12 @@ def stage(
 
 
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:
-    """The input failed validation: record why, stop workers, drop staged inputs."""
+    """The input failed validation: record why, stop workers, drop staged inputs (a job already finished, e.g.
+    cancelled, keeps its state; the step counts the job finished only when it changes it)."""
     pipe = client.pipeline(transaction=False)
-    pipe.hset(
-        keys.job(job_id),
-        mapping={"state": JobState.INVALID.value, "error": reason, "finished_at": f"{time.time():.3f}"},
-    )
+    ledger.stop(pipe, job_id, JobState.INVALID.value, error=reason)
     for index in range(staged_chunks):
         pipe.delete(keys.chunk_input(job_id, index))
-    ledger.untrack(pipe, job_id)
     pipe.execute()
 
 
@@ -269,10 +267,7 @@ def cancel(client: redis.Redis, job_id: str) -> JobRecord:
     """Flag the job cancelled: workers skip its queued chunks; running ones finish."""
     record = get(client, job_id)
     if not record.state.finished:
-        pipe = client.pipeline(transaction=True)
-        pipe.hset(keys.job(job_id), mapping={"state": JobState.CANCELLED.value, "finished_at": f"{time.time():.3f}"})
-        ledger.untrack(pipe, job_id)
-        pipe.execute()
+        ledger.stop(client, job_id, JobState.CANCELLED.value)  # atomic: a job that just finished stays finished
     return get(client, job_id)
 
 
@@ -307,6 +302,7 @@ def reopen_failed(client: redis.Redis, job_id: str) -> list[int]:
         },
     )
     ledger.track(pipe, job_id, record.created)
+    pipe.hincrby(keys.STATS, "chunk_retries", len(indexes))
     pipe.execute()
     return indexes
 

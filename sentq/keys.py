@@ -22,6 +22,16 @@ WORKERS_LIVE = PREFIX + "workers:live"
 # Workers found dead holding chunks: instance -> JSON (when, which chunks); kept ledger.DEAD_KEEP_S for `sentq workers`.
 WORKERS_DEAD = PREFIX + "workers:dead"
 
+# Metrics (`/metrics`), kept in Redis so every API process reports the same numbers. Neither expires: they are
+# cumulative counters (Prometheus computes rates from them and handles a reset, e.g. a flushed Redis).
+# Hash: event -> count, incremented in the very step that makes the event happen (so a duplicate step counts nothing):
+# jobs_submitted, jobs_finished:<done|failed|cancelled|invalid>, texts_scored, texts_failed, chunks:<done|failed>,
+# chunk_retries.
+STATS = PREFIX + "stats"
+# Hash: HTTP requests of all API processes (sentq.web.metrics.HttpStats.flush): JSON [kind, route, method, code|le]
+# -> count (HINCRBY) or sum of seconds (HINCRBYFLOAT). Routes are templates, so its size stays bounded.
+HTTP_STATS = PREFIX + "http:stats"
+
 
 def model_artifact(version: int) -> str:
     return f"{PREFIX}model:{version}:artifact"
@@ -98,3 +108,13 @@ RETRAIN_DATA_TTL_S = 24 * 3600
 
 # Celery beat (celery-redbeat): its schedule, each entry's last run and the one-active-scheduler lock.
 REDBEAT_PREFIX = PREFIX + "redbeat:"
+
+
+def batch_task(task_id: str) -> str:
+    """Marks a `POST /score-batch` task id as issued (expires with results), so an unknown id is a 404."""
+    return f"{PREFIX}batch:{task_id}"
+
+
+def idempotency(key_digest: str) -> str:
+    """An upload's Idempotency-Key (its sha256) -> the job it created; expires with the job."""
+    return f"{PREFIX}idempotency:{key_digest}"

@@ -5,6 +5,10 @@ message is only a wake-up, and every transition is one atomic, idempotent Lua st
 Per job (all expiring with the job record): ``pending`` (sorted set: chunk -> when its last message was sent, Redis
 time), ``leases`` (hash: chunk -> "holder|since"), ``done`` (set), ``failed`` (hash: chunk -> JSON failure). A chunk
 is pending while it is in ``pending`` and not leased; done and failed chunks leave both.
+
+The steps that change state also count the change in ``keys.STATS`` (never expiring, for ``/metrics``), in the branch
+that actually changes it, so a duplicate step counts nothing: jobs finished by outcome, chunks done and failed, texts
+scored and failed alone, chunks re-sent.
 """
 
 from __future__ import annotations
@@ -51,9 +55,9 @@ end
 """
 
 # Settle the job after its counts moved: running once a chunk is counted, finished when every chunk is accounted for
-# (then it leaves the active index, in the same step).
+# (then it leaves the active index and is counted finished in ``stats``, in the same step).
 _SETTLE = """
-local function settle(job, active, job_id, now, counted)
+local function settle(job, active, stats, job_id, now, counted)
   local state = redis.call('HGET', job, 'state')
   if counted and state == 'queued' then redis.call('HSET', job, 'state', 'running'); state = 'running' end
   local total = tonumber(redis.call('HGET', job, 'total_chunks'))
@@ -65,6 +69,7 @@ local function settle(job, active, job_id, now, counted)
       local final = (failed > 0 or bad > 0) and 'failed' or 'done'
       redis.call('HSET', job, 'state', final, 'finished_at', string.format('%.3f', now))
       redis.call('ZREM', active, job_id)
+      redis.call('HINCRBY', stats, 'jobs_finished:' .. final, 1)
     end
   end
 end
@@ -104,7 +109,7 @@ return {0, st[1], model, d, redis.call('GET', KEYS[6]) or ''}
 
 # A chunk's rows are in: store them and count the chunk once (a second delivery, even a concurrent one, is a no-op).
 # With ``failure`` (JSON) the chunk had texts that failed alone: its good rows are kept and it is recorded failed.
-# KEYS: job, done, failed, output, input, leases, pending, active
+# KEYS: job, done, failed, output, input, leases, pending, active, stats
 # ARGV: job_id, item, texts, compute_s, wait_s, rows, failure ('' if none), bad texts
 _COMPLETE = (
     _NOW
@@ -121,23 +126,27 @@ if ARGV[7] == '' then
   redis.call('SADD', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[5])
   redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
+  redis.call('HINCRBY', KEYS[9], 'chunks:done', 1)
 else
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[7])
   if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
   redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
   redis.call('HINCRBY', KEYS[1], 'texts_failed', ARGV[8])
+  redis.call('HINCRBY', KEYS[9], 'chunks:failed', 1)
+  redis.call('HINCRBY', KEYS[9], 'texts_failed', ARGV[8])
 end
 redis.call('HINCRBY', KEYS[1], 'texts_done', ARGV[3])
+redis.call('HINCRBY', KEYS[9], 'texts_scored', ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[4])
 redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[5])
 redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now))
-settle(KEYS[1], KEYS[8], ARGV[1], now, true)
+settle(KEYS[1], KEYS[8], KEYS[9], ARGV[1], now, true)
 return 1
 """
 )
 
 # Record a whole chunk failed (once), keeping its input so `sentq retry` can run it again.
-# KEYS: job, done, failed, leases, pending, active   ARGV: job_id, item, failure JSON
+# KEYS: job, done, failed, leases, pending, active, stats   ARGV: job_id, item, failure JSON
 _FAIL = (
     _NOW
     + _HELPERS
@@ -148,15 +157,16 @@ if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
 release(KEYS[4], KEYS[5], ARGV[2])
 if redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
+  redis.call('HINCRBY', KEYS[7], 'chunks:failed', 1)
   expire_with(KEYS[3], KEYS[1])
 end
-settle(KEYS[1], KEYS[6], ARGV[1], now, true)
+settle(KEYS[1], KEYS[6], KEYS[7], ARGV[1], now, true)
 return 1
 """
 )
 
 # The producer's last word: totals known, and finished at once if the workers were faster.
-# KEYS: job, active   ARGV: job_id, total_chunks, total_texts, blank_lines
+# KEYS: job, active, stats   ARGV: job_id, total_chunks, total_texts, blank_lines
 _SEAL = (
     _NOW
     + _SETTLE
@@ -164,13 +174,28 @@ _SEAL = (
 redis.call('HSET', KEYS[1], 'total_chunks', ARGV[2], 'total_texts', ARGV[3], 'blank_lines', ARGV[4])
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued') end
-settle(KEYS[1], KEYS[2], ARGV[1], now, false)
+settle(KEYS[1], KEYS[2], KEYS[3], ARGV[1], now, false)
+return 1
+"""
+)
+
+# Stop a job before it settles (cancelled, or its input invalid), unless it already finished: only the step that
+# finishes it counts it. KEYS: job, active, stats   ARGV: job_id, final state, error ('' keeps the record's)
+_STOP = (
+    _NOW
+    + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'done' or state == 'failed' or state == 'cancelled' or state == 'invalid' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished_at', string.format('%.3f', now))
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[3]) end
+redis.call('HINCRBY', KEYS[3], 'jobs_finished:' .. ARGV[2], 1)
 return 1
 """
 )
 
 # The reconciler re-sends chunks, each only if it is still as the sweep saw it (another sweep, a claim or a
-# completion in between wins). KEYS: pending, leases, job   ARGV: (item, lease or '', stamp) triples.
+# completion in between wins). KEYS: pending, leases, job, stats   ARGV: (item, lease or '', stamp) triples.
 # A triple with a lease re-sends a chunk whose holder is dead (if that lease still stands); without, one whose message
 # was lost (if it is still unleased and its last send is the one the sweep saw).
 _RESEND = (
@@ -192,6 +217,7 @@ for i = 1, #ARGV, 3 do
   end
 end
 expire_with(KEYS[1], KEYS[3])
+if #out > 1 then redis.call('HINCRBY', KEYS[4], 'chunk_retries', #out - 1) end
 return out
 """
 )
@@ -262,14 +288,15 @@ def track(pipe: redis.client.Pipeline, job_id: str, created: float) -> None:
     pipe.zadd(keys.ACTIVE_JOBS, {job_id: created})
 
 
-def untrack(client: redis.Redis | redis.client.Pipeline, job_id: str) -> None:
-    """A job stopped (cancelled, invalid): nothing of it needs reconciling."""
-    client.zrem(keys.ACTIVE_JOBS, job_id)
+def stop(client: redis.Redis | redis.client.Pipeline, job_id: str, state: str, *, error: str = "") -> Any:
+    """Finish a job early as ``state`` (cancelled, invalid) unless it already finished; nothing of it needs
+    reconciling either way. Returns 1 if this call finished it (or queues the call on a pipeline)."""
+    return client.eval(_STOP, 3, keys.job(job_id), keys.ACTIVE_JOBS, keys.STATS, job_id, state, error)
 
 
 def seal(client: redis.Redis, job_id: str, *, chunks: int, texts: int, blank_lines: int) -> None:
     """The producer read the whole input: record the totals (and finish the job if every chunk is in)."""
-    client.eval(_SEAL, 2, keys.job(job_id), keys.ACTIVE_JOBS, job_id, chunks, texts, blank_lines)
+    client.eval(_SEAL, 3, keys.job(job_id), keys.ACTIVE_JOBS, keys.STATS, job_id, chunks, texts, blank_lines)
 
 
 # ----- worker side -----
@@ -343,7 +370,7 @@ def complete(
     pipe = client.pipeline(transaction=False)
     pipe.eval(
         _COMPLETE,
-        8,
+        9,
         keys.job(job_id),
         keys.job_done(job_id),
         keys.job_failed(job_id),
@@ -352,6 +379,7 @@ def complete(
         keys.job_leases(job_id),
         keys.job_pending(job_id),
         keys.ACTIVE_JOBS,
+        keys.STATS,
         job_id,
         str(index),
         texts,
@@ -370,13 +398,14 @@ def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
     """Record the whole chunk failed with ``error`` (for `sentq status JOB`); its input stays for `sentq retry`."""
     client.eval(
         _FAIL,
-        6,
+        7,
         keys.job(job_id),
         keys.job_done(job_id),
         keys.job_failed(job_id),
         keys.job_leases(job_id),
         keys.job_pending(job_id),
         keys.ACTIVE_JOBS,
+        keys.STATS,
         job_id,
         str(index),
         failure_json(error[:2000], scored=0),
@@ -678,7 +707,7 @@ def reconcile(
         for index, stamp in lost:
             args += [str(index), "", repr(stamp)]
         stamp_s, *resent = client.eval(
-            _RESEND, 3, keys.job_pending(job_id), keys.job_leases(job_id), keys.job(job_id), *args
+            _RESEND, 4, keys.job_pending(job_id), keys.job_leases(job_id), keys.job(job_id), keys.STATS, *args
         )
         sweep.commands += 1
         chosen = {int(i) for i in resent}

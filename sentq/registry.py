@@ -15,7 +15,7 @@ import redis
 
 from sentq import keys
 from sentq.dataset import Dataset, decode_dataset, encode_dataset, load_dataset
-from sentq.errors import ConfigError, DatasetMissingError, InputError, ModelError
+from sentq.errors import ConfigError, DatasetMissingError, InputError, ModelError, ModelNotFoundError
 from sentq.settings import Settings
 from sentq.store import text
 
@@ -106,7 +106,9 @@ def get(client: redis.Redis, version: int) -> ModelVersion:
     raw = client.hget(keys.MODEL_VERSIONS, str(version))
     if raw is None:
         known = ", ".join(f"v{v.version}" for v in versions(client)) or "none"
-        raise ModelError(f"model version v{version} is not in the registry (known: {known}); see `sentq model list`")
+        raise ModelNotFoundError(
+            f"model version v{version} is not in the registry (known: {known}); see `sentq model list`"
+        )
     return ModelVersion.from_json(raw)
 
 
@@ -130,7 +132,7 @@ def load(client: redis.Redis, version: int) -> SentimentModel:
     pipe.hget(keys.MODEL_VERSIONS, str(version))
     artifact, raw_meta = pipe.execute()
     if artifact is None or raw_meta is None:
-        raise ModelError(f"model version v{version} is not in the registry; see `sentq model list`")
+        raise ModelNotFoundError(f"model version v{version} is not in the registry; see `sentq model list`")
     from sentq.model import SentimentModel
 
     model = SentimentModel.from_bytes(artifact)
@@ -186,7 +188,7 @@ def ensure_current(client: redis.Redis, settings: Settings) -> str:
 
 def parse_version(raw: str) -> int:
     """``"3"`` or ``"v3"`` -> 3 (what operators type after `sentq model show`)."""
-    match = re.fullmatch(r"[vV]?(\d{1,9})", raw.strip())
+    match = re.fullmatch(r"[vV]?0*(\d{1,9})", raw.strip())
     if match is None or int(match.group(1)) < 1:
         raise ConfigError(f"{raw!r} is not a model version; give a number like 3 or v3 (see `sentq model list`)")
     return int(match.group(1))

@@ -73,6 +73,10 @@ class Settings:
     connect_timeout_s: float = 3.0
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     log_level: str = "INFO"
+    # `sentq api`: bearer tokens, comma-separated; "ro:TOKEN" is a read-only token. Empty: no auth, loopback only.
+    api_tokens: str = field(default="", repr=False)
+    # The largest upload `POST /v1/jobs` accepts, in bytes as sent (compressed if gzipped): 2 GiB.
+    api_max_bytes: int = 2 * 1024**3
 
     def __post_init__(self) -> None:
         _check_url("SENTQ_BROKER_URL", self.broker_url, BROKER_SCHEMES)
@@ -86,6 +90,7 @@ class Settings:
             "visibility_timeout_s",
             "max_deliveries",
             "max_text_chars",
+            "api_max_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive whole number, got {getattr(self, name)}")
@@ -106,6 +111,26 @@ class Settings:
             raise ConfigError(
                 f"SENTQ_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {self.log_level!r}"
             )
+
+        self.api_token_kinds  # noqa: B018 - refuses malformed or short tokens at start
+
+    @property
+    def api_token_kinds(self) -> dict[str, str]:
+        """SENTQ_API_TOKENS as token -> "full" | "read" (never printed: the field is left out of repr)."""
+        kinds: dict[str, str] = {}
+        for n, entry in enumerate(self.api_tokens.split(","), 1):
+            entry = entry.strip()
+            if not entry:
+                continue
+            kind, token = ("read", entry[3:]) if entry.startswith("ro:") else ("full", entry)
+            if len(token) < 16 or not token.isprintable() or " " in token:
+                raise ConfigError(
+                    f"SENTQ_API_TOKENS: token #{n} is too short or has spaces/control characters; use at least 16 "
+                    "printable characters (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`), "
+                    "prefixed with ro: for a read-only token"
+                )
+            kinds[token] = kind
+        return kinds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import redis
 
 from sentq.errors import BrokerUnavailableError
@@ -42,6 +44,14 @@ def text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+_clients: dict[tuple[int, str, float], redis.Redis] = {}
+
+
 def connect_checked(settings: Settings) -> redis.Redis:
-    """Connect to the backend Redis and make sure it answers."""
-    return check(connect(settings), settings)
+    """The backend Redis, checked to answer. One client (and connection pool) per process and URL, shared by threads:
+    an API process answers each request without a new TCP connection; a forked child makes its own."""
+    key = (os.getpid(), settings.backend_url, settings.connect_timeout_s)
+    client = _clients.get(key)
+    if client is None:
+        client = _clients.setdefault(key, connect(settings))
+    return check(client, settings)

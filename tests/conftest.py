@@ -272,3 +272,74 @@ def decode_message(raw: bytes) -> tuple[str, int]:
     message = json.loads(raw)
     args, _, _ = json.loads(base64.b64decode(message["body"]))
     return str(args[0]), int(args[1])
+
+
+@dataclass
+class ApiServer:
+    """A real `sentq api` (uvicorn) subprocess on a free loopback port, aimed at a test Redis."""
+
+    redis_url: str
+    log_path: Path
+    env_extra: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout: float = 30) -> ApiServer:
+        import httpx
+
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            SENTQ + ["api", "--port", str(self.port), "--loglevel", "warning"],
+            env=base_env(self.redis_url, **self.env_extra),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sentq api exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"sentq api did not answer in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+        if hasattr(self, "log"):
+            self.log.close()
+
+
+@pytest.fixture(scope="session")
+def session_api(redis_server: RedisServer, tmp_root: Path) -> Iterator[ApiServer]:
+    """One `sentq api` for the session, on the session Redis (it keeps no state: Redis is flushed per test)."""
+    server = ApiServer(redis_server.url, tmp_root / "api-session.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def api(session_api: ApiServer, redis_url: str) -> Iterator[ApiServer]:
+    """The session API, alive, on a freshly flushed Redis."""
+    if session_api.proc is None or session_api.proc.poll() is not None:
+        pytest.fail(f"the session API died:\n{session_api.output()}")
+    yield session_api

@@ -1,0 +1,238 @@
+"""Jobs over HTTP: what `sentq submit / status / wait / cancel / retry` do, through the same control functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any, BinaryIO, Literal, cast
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from sentq import control, errors
+from sentq.inputs import TextSource
+from sentq.settings import Settings
+from sentq.web.auth import can_read, can_write, settings_of
+from sentq.web.schemas import Job, JobDetail, JobPage, Retried
+from sentq.web.upload import BodyStream, too_large
+
+log = logging.getLogger("sentq.api")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+
+# Content-Type -> input format (a ?format= query wins).
+CONTENT_TYPES = {
+    "text/plain": "text",
+    "text/csv": "csv",
+    "text/tab-separated-values": "tsv",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/x-jsonlines": "jsonl",
+    "application/octet-stream": "text",
+    "application/gzip": "text",
+    "application/x-gzip": "text",
+}
+CURSOR = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?:[0-9a-f]*$"
+ENCODINGS = ("", "identity", "gzip", "x-gzip")
+UPLOAD_DOC = """The request body is the file, read as a stream: chunks are staged and queued as they arrive, never
+the whole body in memory. Format from Content-Type (text/plain, text/csv, text/tab-separated-values,
+application/x-ndjson, application/jsonl) or ?format=; gzip by Content-Encoding or by its magic bytes.
+A body that turns out bad part-way marks its job invalid (422, the job id in the problem). An Idempotency-Key
+header makes a retried upload answer with the same job (200) instead of creating another."""
+
+
+def input_format(content_type: str | None, fmt: str | None, encoding: str | None) -> str:
+    if (encoding or "").strip().lower() not in ENCODINGS:
+        raise errors.UnsupportedFormatError(
+            f"Content-Encoding {encoding!r} is not supported; send it as it is or gzipped (Content-Encoding: gzip)"
+        )
+    if fmt is not None:
+        return fmt
+    media = (content_type or "text/plain").split(";", 1)[0].strip().lower()
+    if media not in CONTENT_TYPES:
+        raise errors.UnsupportedFormatError(
+            f"Content-Type {media!r} is not an input format sentq reads; use one of: "
+            f"{', '.join(t for t in CONTENT_TYPES if not t.startswith('application/o'))}, or ?format=text|csv|tsv|jsonl"
+        )
+    return CONTENT_TYPES[media]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    dependencies=[Depends(can_write)],
+    description=UPLOAD_DOC,
+    responses={200: {"model": Job, "description": "An earlier upload with the same Idempotency-Key made this job."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in CONTENT_TYPES},
+        }
+    },
+)
+async def submit(
+    request: Request,
+    settings: SettingsDep,
+    format: Annotated[
+        Literal["text", "csv", "tsv", "jsonl"] | None, Query(description="Wins over Content-Type.")
+    ] = None,
+    column: Annotated[str | None, Query(description="CSV/TSV column: header name or index from 1.")] = None,
+    field: Annotated[str | None, Query(description="JSONL field holding the text (default: text).")] = None,
+    chunk_size: Annotated[int | None, Query(description="Texts per task.")] = None,
+    model: Annotated[str | None, Query(description="Score with this model version, e.g. v3.")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="Shown as the job's source.")] = None,
+    content_type: Annotated[str | None, Header()] = None,
+    content_encoding: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    fmt = input_format(content_type, format, content_encoding)
+    shown = name or "<upload>"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.api_max_bytes:
+        raise errors.PayloadTooLargeError(too_large(shown, settings.api_max_bytes))
+    if chunk_size is not None:
+        settings = settings.replace(chunk_size=chunk_size)
+    if idempotency_key:
+        earlier = await anyio.to_thread.run_sync(control.idempotent_job, settings, idempotency_key)
+        if earlier is not None:
+            return _job_response(earlier.to_dict(), 200, replayed=True)
+    body = BodyStream(request.stream(), max_bytes=settings.api_max_bytes, name=shown)
+    source = TextSource(
+        "-",
+        fmt=fmt,
+        column=column,
+        field=field,
+        max_chars=settings.max_text_chars,
+        stdin=cast(BinaryIO, body),
+        name=shown,
+    )
+
+    def created(job_id: str) -> None:
+        request.state.job_id = job_id  # named in the problem if the body turns out bad
+
+    def run() -> dict[str, Any]:
+        record = control.submit(
+            settings, source, model_version=model, on_created=created, idempotency_key=idempotency_key
+        )
+        return record.to_dict()
+
+    return _job_response(await anyio.to_thread.run_sync(run), 202)
+
+
+def _job_response(job: dict[str, Any], status: int, *, replayed: bool = False) -> JSONResponse:
+    headers = {"Location": f"/v1/jobs/{job['id']}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(Job.model_validate(job).model_dump(), status_code=status, headers=headers)
+
+
+@router.get("", response_model=JobPage, dependencies=[Depends(can_read)])
+def list_jobs(
+    settings: SettingsDep,
+    state: Annotated[
+        Literal["staging", "queued", "running", "done", "failed", "cancelled", "invalid"] | None, Query()
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    cursor: Annotated[
+        str | None, Query(pattern=CURSOR, max_length=100, description="next_cursor of the previous page.")
+    ] = None,
+) -> dict[str, Any]:
+    """Recent jobs, newest first, a page at a time (optionally only those in one state)."""
+    found, next_cursor = control.list_jobs(settings, state=state, limit=limit, cursor=cursor)
+    return {"jobs": [r.to_dict() for r in found], "next_cursor": next_cursor}
+
+
+@router.get("/{job_id}", response_model=JobDetail, dependencies=[Depends(can_read)])
+def status(job_id: str, settings: SettingsDep) -> dict[str, Any]:
+    """The job's record, failed chunks and lines, and where its unfinished chunks are (`sentq status JOB --json`)."""
+    return control.status_dict(settings, job_id)
+
+
+@router.get(
+    "/{job_id}/results",
+    dependencies=[Depends(can_read)],
+    responses={
+        200: {
+            "description": "The rows in input order, streamed as chunks finish (JSONL; CSV by Accept or ?format).",
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+        }
+    },
+    response_class=StreamingResponse,
+)
+def results(
+    job_id: str,
+    settings: SettingsDep,
+    format: Annotated[Literal["jsonl", "csv"] | None, Query()] = None,
+    from_line: Annotated[int, Query(ge=1, description="Resume: only rows of this input line and later.")] = 1,
+    accept: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """The job's rows in input order, streamed as workers finish chunks (the response ends when the job does)."""
+    from sentq import export
+
+    fmt = format or ("csv" if accept and "text/csv" in accept and "x-ndjson" not in accept else "jsonl")
+    chunks = control.results(settings, job_id, from_line=from_line)
+
+    def body() -> Iterator[bytes]:
+        if fmt == "csv":
+            yield export.CSV_HEADER
+        try:
+            for chunk in chunks:
+                yield export.to_csv(chunk) if fmt == "csv" else chunk
+        except (errors.JobCancelledError, errors.InputError, errors.JobFailedError) as exc:
+            log.info("results of job %s end early: %s", job_id, exc)  # the rows there are, then a clean end
+
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/{job_id}/events",
+    dependencies=[Depends(can_read)],
+    responses={
+        200: {
+            "description": "Server-Sent Events: `progress` with the job record, then `end`.",
+            "content": {"text/event-stream": {}},
+        }
+    },  # fmt: skip
+    response_class=StreamingResponse,
+)
+def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
+    """Progress as Server-Sent Events (the job record on each change), until the job ends (an `end` event)."""
+    from sentq import follow
+
+    client = control.connect(settings)
+    control.status(settings, job_id)  # 404 before the stream starts
+
+    def stream() -> Iterator[bytes]:
+        yield b"retry: 2000\n\n"
+        last = None
+        try:
+            for record in follow.watch(client, job_id, poll_s=0.5):
+                last = record
+                yield f"event: progress\ndata: {json.dumps(record.to_dict())}\n\n".encode()
+        except errors.SentqError as exc:
+            yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n".encode()
+            return
+        if last is not None:
+            yield f"event: end\ndata: {json.dumps(last.to_dict())}\n\n".encode()
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=Job, dependencies=[Depends(can_write)])
+def cancel(job_id: str, settings: SettingsDep) -> dict[str, Any]:
+    """Cancel a job that has not finished: its queued chunks are skipped, running ones finish (409 if finished)."""
+    return control.cancel(settings, job_id).to_dict()
+
+
+@router.post("/{job_id}/retry", response_model=Retried, dependencies=[Depends(can_write)])
+def retry(job_id: str, settings: SettingsDep) -> dict[str, Any]:
+    """Queue the job's failed chunks again (409 if it has none); the rows already scored are kept."""
+    indexes = control.retry(settings, job_id)
+    record, _ = control.status(settings, job_id)
+    return {"job": record.to_dict(), "chunks": indexes}

@@ -1,0 +1,28 @@
+"""The seed tutorial's two endpoints, exactly: POST /score-batch queues, GET /result/{task_id} is polled."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends
+
+from sentq import control
+from sentq.settings import Settings
+from sentq.web.auth import can_read, can_write, settings_of
+from sentq.web.schemas import BatchResult, TaskId
+
+router = APIRouter(tags=["seed"])
+Texts = Annotated[list[str], Body(description="The texts to score (a JSON list of strings).", max_length=100_000)]
+
+
+@router.post("/score-batch", response_model=TaskId, dependencies=[Depends(can_write)])
+def score_batch(texts: Texts, settings: Settings = Depends(settings_of)) -> dict[str, Any]:  # noqa: B008
+    """Queue `sentq.batch_score` for the texts and answer at once with its task id (no waiting on a worker)."""
+    return {"task_id": control.score_batch(settings, texts)}
+
+
+@router.get("/result/{task_id}", response_model=BatchResult, dependencies=[Depends(can_read)])
+def result(task_id: str, settings: Settings = Depends(settings_of)) -> dict[str, Any]:  # noqa: B008
+    """The task's rows once ready (`ready: false, result: null` until then); 404 for an id never issued."""
+    ready, rows, error = control.batch_result(settings, task_id)
+    return {"ready": ready, "result": rows, "error": error}

@@ -1,0 +1,138 @@
+"""Request and response bodies, as pydantic models so /openapi.json documents them (and schemathesis checks them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class TaskId(BaseModel):
+    task_id: str = Field(description="Poll GET /result/{task_id} with it.")
+
+
+class Row(BaseModel):
+    text: str
+    score: float = Field(description="P(positive), 4 decimals.")
+    label: Literal["positive", "negative"]
+
+
+class BatchResult(BaseModel):
+    ready: bool
+    result: list[Row] | None
+    error: str | None = Field(default=None, description="Only when the task failed on the worker.")
+
+
+class LedgerView(BaseModel):
+    pending: int = Field(description="Chunks sent and not yet done or failed.")
+    leased: dict[str, str] = Field(description="Chunk index -> the worker scoring it now.")
+
+
+class Job(BaseModel):
+    """A job's record, as `sentq status JOB --json` prints it."""
+
+    id: str
+    state: Literal["staging", "queued", "running", "done", "failed", "cancelled", "invalid"]
+    source: str
+    format: str
+    created: float
+    model: str
+    model_version: str
+    chunk_size: int
+    total_chunks: int | None
+    total_texts: int | None
+    blank_lines: int
+    chunks_done: int
+    chunks_failed: int
+    texts_done: int
+    texts_failed: int
+    queue: str
+    compute_s: float
+    wait_s: float
+    first_started: float | None
+    heartbeat: float | None
+    finished_at: float | None
+    error: str
+    texts_per_s: float
+    eta_s: float | None
+
+
+class JobDetail(Job):
+    failures: dict[str, str] = Field(description="Failed chunk index -> why.")
+    failed_lines: dict[str, str] = Field(description="Input line that failed alone -> why (left out of the rows).")
+    ledger: LedgerView
+
+
+class JobPage(BaseModel):
+    jobs: list[Job]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last one.")
+
+
+class Retried(BaseModel):
+    job: Job
+    chunks: list[int] = Field(description="The failed chunks queued again.")
+
+
+class ModelVersion(BaseModel):
+    version: int
+    ref: str
+    current: bool
+    created: float
+    source: str
+    n_train: int
+    n_test: int
+    accuracy: float
+    vocab_size: int
+    sha256: str
+    size_bytes: int
+
+
+class ModelList(BaseModel):
+    current: int | None
+    versions: list[ModelVersion]
+
+
+class ModelSwitched(BaseModel):
+    current: ModelVersion
+    previous: int | None
+
+
+class RetrainQueued(BaseModel):
+    task_id: str
+    queue: str
+
+
+class WorkerView(BaseModel):
+    name: str
+    host: str
+    pid: int
+    concurrency: int
+    queues: list[str]
+    busy: int
+    running: list[str] = Field(description="job:chunk items it is scoring now.")
+    tasks_done: int
+    model: str
+    last_task_at: float | None
+    beat_age_s: float
+
+
+class DeadWorkerView(BaseModel):
+    name: str
+    found_at: float
+    chunks: list[str] = Field(description="job:chunk items it held when found dead (re-sent to live workers).")
+
+
+class Workers(BaseModel):
+    workers: list[WorkerView]
+    dead: list[DeadWorkerView]
+    queues: dict[str, int] = Field(description="Messages waiting per queue.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    redis: str
+    broker: str

@@ -1,0 +1,56 @@
+// Progressive enhancement for the console: confirmations, live progress. Every page works without it.
+"use strict";
+
+function fmt(n) { return n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US"); }
+
+function duration(s) {
+  if (s === null || s === undefined) return "-";
+  s = Math.round(s);
+  if (s < 60) return s + "s";
+  if (s < 3600) return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
+  return Math.floor(s / 3600) + "h " + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m";
+}
+
+function paint(root, job) {
+  const set = (name, text) => { const el = root.querySelector('[data-field="' + name + '"]'); if (el) el.textContent = text; };
+  const pct = job.total_texts ? 100 * job.texts_done / job.total_texts : (job.state === "done" ? 100 : 0);
+  const bar = root.querySelector('[data-field="bar"]');
+  if (bar) bar.style.width = pct.toFixed(1) + "%";
+  const state = root.querySelector('[data-field="state"]');
+  if (state) { state.textContent = job.state; state.className = "state " + job.state; }
+  set("texts", fmt(job.texts_done) + " / " + fmt(job.total_texts));
+  set("rate", Math.round(job.texts_per_s).toLocaleString("en-US") + (root.matches("tr") ? "" : " texts/s"));
+  set("chunks", job.chunks_done + " done · " + job.chunks_failed + " failed · " + (job.total_chunks ?? "?") + " in all");
+  set("eta", job.eta_s !== null ? duration(job.eta_s) : (job.finished_at ? "finished" : "-"));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => { if (!window.confirm(form.dataset.confirm)) event.preventDefault(); });
+  }
+
+  const one = document.querySelector("[data-live-job]");
+  if (one && one.dataset.finished === "no" && window.EventSource) {
+    const events = new EventSource("/v1/jobs/" + one.dataset.liveJob + "/events");
+    events.addEventListener("progress", (e) => paint(one, JSON.parse(e.data)));
+    // The job ended: reload once, so the page shows its final state, failures and buttons from the server.
+    events.addEventListener("end", () => { events.close(); window.location.reload(); });
+    events.addEventListener("error", () => { if (events.readyState === EventSource.CLOSED) events.close(); });
+  }
+
+  const table = document.querySelector("[data-live-jobs]");
+  if (table) {
+    const refresh = async () => {
+      try {
+        const reply = await fetch("/v1/jobs?limit=100", { headers: { Accept: "application/json" } });
+        if (!reply.ok) return;
+        const page = await reply.json();
+        for (const job of page.jobs) {
+          const row = table.querySelector('tr[data-job="' + job.id + '"]');
+          if (row) paint(row, job);
+        }
+      } catch (err) { /* the next tick tries again */ }
+    };
+    setInterval(refresh, 2000);
+  }
+});
