@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 DATA := data/vader/SHA256SUMS
 QUICK ?=
 
-.PHONY: setup redis-server demo test lint format bench faults clean
+.PHONY: setup redis-server chromium wrk demo test lint format bench faults clean
 
-setup: $(STAMP) $(DATA) redis-server
+setup: $(STAMP) $(DATA) redis-server chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ redis-server:
 	         "or brew install redis (macOS), then run make again."; exit 1; \
 	  fi; }
 
+# The console's browser test drives Debian's Chromium (no browser download by Playwright); same policy as redis-server.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "chromium is missing (the console's browser test needs it): installing it with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "chromium is missing (the console's browser test needs it). Install it, e.g.:" \
+	         "sudo apt-get install chromium (Debian/Ubuntu), then run make again."; exit 1; \
+	  fi; }
+
 demo: setup
 	$(BIN)/python scripts/demo.py
 
@@ -45,9 +56,19 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix sentq tests bench scripts
 	$(BIN)/ruff format sentq tests bench scripts
 
-bench: setup
+bench: setup wrk
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/reconcile_cost.py --append $(if $(QUICK),bench/out/RESULTS-quick.md,bench/RESULTS.md)
+	$(BIN)/python bench/api.py $(if $(QUICK),--quick,) --append $(if $(QUICK),bench/out/RESULTS-quick.md,bench/RESULTS.md)
+
+# `make bench` loads `sentq api` with wrk (the HTTP load generator), installed like the others.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; \
+	  else \
+	    echo "wrk is missing (make bench loads the API with it): sudo apt-get install wrk, then run make again."; exit 1; \
+	  fi; }
 
 # The Redis restart, Redis SIGKILL and worker-host-vanish scenarios, RUNS times each (default 20); prints the tally.
 RUNS ?= 20
