@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import control, follow, jobs
-from sentq.errors import InputError, JobCancelledError, JobFailedError, SentqError
+from sentq.errors import InputError, JobCancelledError, JobFailedError
 from sentq.inputs import TextSource
 from sentq.jobs import JobRecord, JobState
 from sentq.settings import Settings, mask_url
@@ -55,15 +54,8 @@ def submit(
     if chunk_size is not None:
         settings.replace(chunk_size=chunk_size)  # validated as SENTQ_CHUNK_SIZE is (ConfigError)
     text_source = _text_source(source, settings, fmt=format, column=column, field=field)
-    created: list[str] = []
-    try:
-        record = control.submit(
-            settings, text_source, chunk_size=chunk_size, model_version=model, on_created=created.append
-        )
-    except BaseException as exc:
-        if created:  # e.g. the caller's generator raised: the job must not wait for a producer that is gone
-            _abandon(settings, created[0], exc)
-        raise
+    # A caller's generator that raises marks the job invalid (jobs.stage): nobody waits for a producer that is gone.
+    record = control.submit(settings, text_source, chunk_size=chunk_size, model_version=model)
     return Job(record.id, settings=settings)
 
 
@@ -233,13 +225,3 @@ def _failed(record: JobRecord, failed: dict[int, Failure]) -> JobFailedError:
         f"job {record.id} finished with {what or 'failed chunks'}; job.failures() says why, "
         f"job.retry() runs them again (then wait again)"
     )
-
-
-def _abandon(settings: Settings, job_id: str, exc: BaseException) -> None:
-    """Mark a job invalid whose submission stopped part-way with an error the staging did not handle."""
-    with contextlib.suppress(SentqError, redis.RedisError):
-        client = control.connect(settings)
-        if not jobs.get(client, job_id).state.finished:
-            why = f"{type(exc).__name__}: {str(exc)[:300]}"
-            reason = f"the submission stopped while reading the input ({why}); submit it again"
-            jobs.mark_invalid(client, job_id, reason, staged_chunks=0)

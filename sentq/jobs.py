@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -225,6 +226,11 @@ def stage(
         raise
     except BrokerUnavailableError as exc:
         mark_invalid(client, job_id, f"could not queue the input: {exc}", staged_chunks=seen)
+        raise
+    except BaseException as exc:  # the input's own reader failed (a caller's generator, a cancelled upload...)
+        why = f"{type(exc).__name__}: {str(exc)[:300]}".rstrip(": ")
+        with contextlib.suppress(redis.RedisError):  # the original error is the one to tell
+            mark_invalid(client, job_id, f"the submission stopped while reading the input ({why})", staged_chunks=seen)
         raise
     ledger.seal(client, job_id, chunks=seen, texts=source.texts, blank_lines=source.blank_lines)
     return get(client, job_id)

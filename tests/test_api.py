@@ -362,3 +362,26 @@ def test_models_workers_retrain_and_metrics(redis_url: str, worker: Worker, tmp_
 def test_pages_render(api: ApiServer, worker: Worker, path: str) -> None:
     reply = httpx.get(api.url + path, timeout=30)
     assert reply.status_code == 200 and len(reply.text) > 200
+
+
+def test_upload_cut_off_midway_marks_its_job_invalid(api: ApiServer, worker: Worker) -> None:
+    """A client that goes away mid-upload: its job is invalid (the chunks already queued are skipped), never stuck."""
+    import socket
+
+    body = b"".join(texts(50_000))
+    head = (
+        f"POST /v1/jobs?chunk_size=1000 HTTP/1.1\r\nHost: 127.0.0.1:{api.port}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", api.port)) as raw:
+        raw.sendall(head + body[: len(body) // 2])
+        with client(api) as http:  # wait until the job exists and has chunks queued, then hang up
+            deadline = time.monotonic() + 30
+            while not (found := http.get("/v1/jobs").json()["jobs"]) or found[0]["state"] == "staging":
+                assert time.monotonic() < deadline, found
+                time.sleep(0.02)
+    with client(api) as http:
+        job = found[0]["id"]
+        record = wait_state(http, job, ("invalid",))
+        assert "the client disconnected" in str(record["error"]), record
+        assert record["total_chunks"] is None or int(str(record["total_chunks"])) < 50
