@@ -165,10 +165,11 @@ def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, l
     return record, jobs.failures(client, job_id) if record.chunks_failed else {}
 
 
-def results(settings: Settings, job_id: str, *, from_line: int = 1) -> Iterator[bytes]:
+def results(settings: Settings, job_id: str, *, from_line: int = 1, yield_idle: bool = False) -> Iterator[bytes]:
     """The job's rows as JSONL, chunk by chunk in input order as workers finish them, from input line ``from_line``.
 
     Checks the job exists before the first row (JobNotFoundError), so a caller can answer 404 before it streams.
+    ``yield_idle``: ``b""`` instead of sleeping while no chunk is ready (see ``follow.follow``).
     """
     from sentq import export, follow
 
@@ -177,10 +178,14 @@ def results(settings: Settings, job_id: str, *, from_line: int = 1) -> Iterator[
     start = _chunk_of_line(client, job_id, from_line) if from_line > 1 else 0
 
     def rows() -> Iterator[bytes]:
-        for chunk in follow.follow(client, job_id, start_index=start):
-            if from_line > 1 and chunk and int(chunk[8 : chunk.index(b",")]) < from_line:
-                chunk = export.rows_from_line(chunk, from_line)
-            if chunk:
+        for chunk in follow.follow(client, job_id, start_index=start, yield_idle=yield_idle):
+            if not chunk:
+                yield chunk  # idle: the caller waits
+            elif from_line > 1 and int(chunk[8 : chunk.index(b",")]) < from_line:
+                kept = export.rows_from_line(chunk, from_line)
+                if kept or yield_idle:
+                    yield kept
+            else:
                 yield chunk
 
     return rows()

@@ -48,6 +48,7 @@ def follow(
     stall_after_s: float = STALL_AFTER_S,
     on_stall: Callable[[str], None] | None = None,
     start_index: int = 0,
+    yield_idle: bool = False,
 ) -> Iterator[bytes]:
     """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
 
@@ -56,7 +57,8 @@ def follow(
     A Redis that goes away (a restart) is waited for up to ``reconnect_s``, then it is BrokerUnavailableError; a job
     whose records vanish meanwhile (a Redis restarted without persistence) is JobLostError, never "done". A job that
     makes no progress for ``stall_after_s`` gets ``on_stall`` with why, in words (no worker on its queue?).
-    ``start_index`` skips the chunks before it (a resumed download).
+    ``start_index`` skips the chunks before it (a resumed download). With ``yield_idle`` it never sleeps: it yields
+    ``b""`` where it would wait, so an async caller can wait without holding a thread.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     next_index = start_index
@@ -86,7 +88,10 @@ def follow(
                     "the job keeps its "
                     f"state in Redis: once it is back, reattach with `sentq wait {job_id}`"
                 ) from None
-            time.sleep(1.0)
+            if yield_idle:
+                yield b""
+            else:
+                time.sleep(1.0)
             continue
         if not raw:
             if seen is not None and not seen.state.finished:
@@ -143,7 +148,10 @@ def follow(
                 f"it keeps running: reattach with `sentq wait {job_id}`"
             )
         if not moved:
-            time.sleep(poll_s)
+            if yield_idle:
+                yield b""
+            else:
+                time.sleep(poll_s)
 
 
 def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:
@@ -167,13 +175,14 @@ def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str |
 
 
 def watch(
-    client: redis.Redis, job_id: str, *, timeout_s: float | None = None, poll_s: float = 0.5
+    client: redis.Redis, job_id: str, *, timeout_s: float | None = None, poll_s: float = 0.5, every_poll: bool = False
 ) -> Iterator[JobRecord]:
     """Yield the job's record whenever it changes, and once more when it ends (any final state); never its rows.
 
     For progress views (SSE, ``Job.wait``): the caller decides what a final state means. Raises JobNotFoundError for an
     unknown id, JobLostError if the job vanishes while it runs, JobTimeoutError past ``timeout_s``. A producer that died
-    mid-input is detected as ``follow`` does (the job is marked invalid, and that record is yielded).
+    mid-input is detected as ``follow`` does (the job is marked invalid, and that record is yielded). With
+    ``every_poll`` it yields each poll's record, changed or not, and never sleeps (an async caller waits between).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last: JobRecord | None = None
@@ -194,7 +203,7 @@ def watch(
             )
             mark_invalid(client, job_id, reason, staged_chunks=0)
             continue
-        if record != last:
+        if record != last or every_poll:
             yield record
         last = record
         if record.state.finished:
@@ -204,4 +213,5 @@ def watch(
                 f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
                 f"it keeps running: reattach with `sentq wait {job_id}`"
             )
-        time.sleep(poll_s)
+        if not every_poll:
+            time.sleep(poll_s)

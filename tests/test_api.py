@@ -385,3 +385,32 @@ def test_upload_cut_off_midway_marks_its_job_invalid(api: ApiServer, worker: Wor
         record = wait_state(http, job, ("invalid",))
         assert "the client disconnected" in str(record["error"]), record
         assert record["total_chunks"] is None or int(str(record["total_chunks"])) < 50
+
+
+def test_many_open_streams_do_not_starve_the_api(redis_url: str, tmp_path: Path) -> None:
+    """100 downloads and 100 event streams of a job that waits (no worker on its queue) hold no threads: the API
+    still answers everything else (the thread pool has 40)."""
+    import asyncio
+
+    api = ApiServer(redis_url, tmp_path / "api.log", env_extra={"SENTQ_QUEUE": "api-nobody"}).start()
+    try:
+        job = httpx.post(api.url + "/v1/jobs", content=b"great product\n", timeout=30).json()["id"]
+
+        async def scenario() -> list[int]:
+            limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
+            async with httpx.AsyncClient(base_url=api.url, timeout=30, limits=limits) as http:
+                opened: list[httpx.Response] = []
+                try:
+                    for path in [f"/v1/jobs/{job}/results"] * 100 + [f"/v1/jobs/{job}/events"] * 100:
+                        reply = await http.send(http.build_request("GET", path), stream=True)
+                        assert reply.status_code == 200
+                        opened.append(reply)
+                    answers = [await http.get(p) for p in ("/healthz", "/v1/jobs", f"/v1/jobs/{job}", "/metrics")]
+                    return [a.status_code for a in answers]
+                finally:
+                    for reply in opened:
+                        await reply.aclose()
+
+        assert asyncio.run(scenario()) == [200, 200, 200, 200]
+    finally:
+        api.stop()

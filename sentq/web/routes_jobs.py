@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, BinaryIO, Literal, cast
 
+import anyio
 import anyio.to_thread
+import redis
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from sentq import control, errors
 from sentq.inputs import TextSource
-from sentq.settings import Settings
+from sentq.settings import Settings, mask_secrets
 from sentq.web.auth import can_read, can_write, settings_of
 from sentq.web.schemas import Job, JobDetail, JobPage, Retried
 from sentq.web.upload import BodyStream, too_large
 
 log = logging.getLogger("sentq.api")
+# How often an open download or event stream looks at Redis while the job runs.
+POLL_S = 0.1
+EVENTS_POLL_S = 0.5
+KEEPALIVE_S = 15.0
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 SettingsDep = Annotated[Settings, Depends(settings_of)]
 
@@ -173,14 +180,21 @@ def results(
     from sentq import export
 
     fmt = format or ("csv" if accept and "text/csv" in accept and "x-ndjson" not in accept else "jsonl")
-    chunks = control.results(settings, job_id, from_line=from_line)
+    chunks = control.results(settings, job_id, from_line=from_line, yield_idle=True)
 
-    def body() -> Iterator[bytes]:
+    async def body() -> AsyncIterator[bytes]:
+        # A thread only for each short step, never while waiting for workers: thousands of open downloads (and
+        # console pages' event streams) cost no threads, and never starve the pool the other routes run in.
         if fmt == "csv":
             yield export.CSV_HEADER
         try:
-            for chunk in chunks:
-                yield export.to_csv(chunk) if fmt == "csv" else chunk
+            while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+                if not chunk:
+                    await anyio.sleep(POLL_S)
+                elif fmt == "csv":
+                    yield await anyio.to_thread.run_sync(export.to_csv, chunk)
+                else:
+                    yield chunk
         except (errors.JobCancelledError, errors.InputError, errors.JobFailedError) as exc:
             log.info("results of job %s end early: %s", job_id, exc)  # the rows there are, then a clean end
 
@@ -205,16 +219,24 @@ def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
 
     client = control.connect(settings)
     control.status(settings, job_id)  # 404 before the stream starts
+    polls = follow.watch(client, job_id, every_poll=True)
 
-    def stream() -> Iterator[bytes]:
+    async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
         last = None
+        quiet_since = time.monotonic()
         try:
-            for record in follow.watch(client, job_id, poll_s=0.5):
-                last = record
-                yield f"event: progress\ndata: {json.dumps(record.to_dict())}\n\n".encode()
-        except errors.SentqError as exc:
-            yield f"event: error\ndata: {json.dumps({'detail': str(exc)})}\n\n".encode()
+            while (record := await anyio.to_thread.run_sync(next, polls, None)) is not None:
+                if record != last:
+                    last, quiet_since = record, time.monotonic()
+                    yield f"event: progress\ndata: {json.dumps(record.to_dict())}\n\n".encode()
+                elif time.monotonic() - quiet_since > KEEPALIVE_S:  # proxies close a silent stream
+                    quiet_since = time.monotonic()
+                    yield b": still running\n\n"
+                if not record.state.finished:
+                    await anyio.sleep(EVENTS_POLL_S)
+        except (errors.SentqError, redis.RedisError) as exc:
+            yield f"event: error\ndata: {json.dumps({'detail': mask_secrets(str(exc))})}\n\n".encode()
             return
         if last is not None:
             yield f"event: end\ndata: {json.dumps(last.to_dict())}\n\n".encode()
