@@ -313,15 +313,19 @@ def api(
     Auth: bearer tokens from SENTQ_API_TOKENS (comma-separated; "ro:TOKEN" is read-only). Without tokens the API
     has no auth, so it listens on loopback only. OpenAPI docs at /docs.
     """
-    settings = load_settings()
-    try:
-        import uvicorn
+    from importlib.util import find_spec
 
-        import sentq.web.app  # noqa: F401 - fails here, with the fix, if the api extra is missing
-    except ImportError as exc:
+    settings = load_settings()
+    # The CLI does not import the HTTP face (uvicorn does, by name): it only checks the api extra is there.
+    missing = [
+        name for name in ("fastapi", "uvicorn", "jinja2", "multipart", "prometheus_client") if not find_spec(name)
+    ]
+    if missing:
         raise errors.ConfigError(
-            f"`sentq api` needs the api extra ({exc.name} is missing): pip install 'sentq[api]'"
-        ) from None
+            f"`sentq api` needs the api extra ({', '.join(missing)} missing): pip install 'sentq[api]'"
+        )
+    import uvicorn
+
     kinds = settings.api_token_kinds
     if not kinds and host not in LOOPBACK:
         raise errors.ConfigError(

@@ -139,7 +139,8 @@ redis.call('HINCRBY', KEYS[1], 'texts_done', ARGV[3])
 redis.call('HINCRBY', KEYS[9], 'texts_scored', ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[4])
 redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[5])
-redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now))
+-- When the first chunk to finish started scoring (its compute time back from now): texts/s spans real work.
+redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now - tonumber(ARGV[4])))
 settle(KEYS[1], KEYS[8], KEYS[9], ARGV[1], now, true)
 return 1
 """

@@ -143,8 +143,9 @@ def login(
 ) -> Response:
     auth.check_origin(request)
     target = next if next.startswith("/") and not next.startswith("//") else "/"
-    if auth.kind_of(settings, token.strip()) is None:
-        return _back("/login", error="that token is not one of SENTQ_API_TOKENS")
+    if auth.kind_of(settings, token.strip()) is None:  # back to the form, still headed where the user was going
+        why = quote("that token is not one of SENTQ_API_TOKENS")
+        return RedirectResponse(f"/login?next={quote(target)}&error={why}", status_code=303)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(auth.COOKIE, token.strip(), httponly=True, samesite="strict", path="/")
     return response

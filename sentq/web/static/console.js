@@ -33,8 +33,9 @@ document.addEventListener("DOMContentLoaded", () => {
   if (one && one.dataset.finished === "no" && window.EventSource) {
     const events = new EventSource("/v1/jobs/" + one.dataset.liveJob + "/events");
     events.addEventListener("progress", (e) => paint(one, JSON.parse(e.data)));
-    // The job ended: reload once, so the page shows its final state, failures and buttons from the server.
-    events.addEventListener("end", () => { events.close(); window.location.reload(); });
+    // The job ended: load the page once more, so it shows its final state, failures and buttons from the server
+    // (without the ?msg= of the action that led here: that flash was about the job before it ended).
+    events.addEventListener("end", () => { events.close(); window.location.replace(window.location.pathname); });
     events.addEventListener("error", () => { if (events.readyState === EventSource.CLOSED) events.close(); });
   }
 
