@@ -132,6 +132,8 @@ def models_page(request: Request, settings: SettingsDep) -> Response:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, settings: SettingsDep, next: str = "/") -> Response:
+    if not settings.api_token_kinds:  # auth is off (loopback only): nothing to log in to
+        return RedirectResponse("/", status_code=303)
     context = {"next": next if next.startswith("/") and not next.startswith("//") else "/", "auth_on": True}
     context |= {"access": None, "error": request.query_params.get("error", ""), "message": ""}
     return templates.TemplateResponse(request, "login.html", context)

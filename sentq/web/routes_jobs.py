@@ -207,7 +207,8 @@ def results(
     dependencies=[Depends(can_read)],
     responses={
         200: {
-            "description": "Server-Sent Events: `progress` with the job record, then `end`.",
+            "description": "Server-Sent Events: `progress` (the job record) on each change, then `end`; `problem` "
+            "if the job cannot be followed (Redis lost, the job vanished).",
             "content": {"text/event-stream": {}},
         }
     },  # fmt: skip
@@ -236,7 +237,7 @@ def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
                 if not record.state.finished:
                     await anyio.sleep(EVENTS_POLL_S)
         except (errors.SentqError, redis.RedisError) as exc:
-            yield f"event: error\ndata: {json.dumps({'detail': mask_secrets(str(exc))})}\n\n".encode()
+            yield f"event: problem\ndata: {json.dumps({'detail': mask_secrets(str(exc))})}\n\n".encode()
             return
         if last is not None:
             yield f"event: end\ndata: {json.dumps(last.to_dict())}\n\n".encode()

@@ -36,7 +36,15 @@ document.addEventListener("DOMContentLoaded", () => {
     // The job ended: load the page once more, so it shows its final state, failures and buttons from the server
     // (without the ?msg= of the action that led here: that flash was about the job before it ended).
     events.addEventListener("end", () => { events.close(); window.location.replace(window.location.pathname); });
-    events.addEventListener("error", () => { if (events.readyState === EventSource.CLOSED) events.close(); });
+    // The server could not follow the job (Redis away, the job vanished): say so and stop; a reload tries again.
+    events.addEventListener("problem", (e) => {
+      events.close();
+      const note = document.createElement("p");
+      note.className = "flash bad";
+      note.setAttribute("role", "alert");
+      note.textContent = "Live progress stopped: " + JSON.parse(e.data).detail + " (reload to try again)";
+      one.prepend(note);
+    });
   }
 
   const table = document.querySelector("[data-live-jobs]");
