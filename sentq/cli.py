@@ -222,18 +222,12 @@ def follow_job(
     record, failures = control.status(settings, job_id)
     where = f" to {output}" if output else ""
     if failures:
-        lines = sum(len(f.lines) for f in failures.values())
-        whole = sum(1 for f in failures.values() if not f.lines)
-        what = ", ".join(
-            part
-            for part in (
-                f"{plural(lines, 'input line')} failed alone (left out of the rows)" if lines else "",
-                f"{plural(whole, 'failed chunk')}" if whole else "",
-            )
-            if part
-        )
+        from rich.markup import escape
+
+        from sentq.jobs import describe_failures
+
         err.print(
-            f"[red]job {job_id} finished with {what}[/red]; {sink.rows:,} rows{where}. "
+            f"[red]job {job_id} finished with {escape(describe_failures(failures))}[/red]; {sink.rows:,} rows{where}. "
             f"See `sentq status {job_id}`, re-run them with `sentq retry {job_id}`"
         )
         raise typer.Exit(EXIT_FAILED_CHUNKS)

@@ -211,17 +211,7 @@ class _JsonlTexts(io.RawIOBase):
 
 def _failed(record: JobRecord, failed: dict[int, Failure]) -> JobFailedError:
     """The JobFailedError of a job that finished with failed chunks, saying how much failed and how to re-run it."""
-    lines = sum(len(f.lines) for f in failed.values())
-    whole = sum(1 for f in failed.values() if not f.lines)
-    what = " and ".join(
-        part
-        for part in (
-            f"{lines:,} input line{'s' if lines != 1 else ''} failed alone (left out of the rows)" if lines else "",
-            f"{whole:,} failed chunk{'s' if whole != 1 else ''}" if whole else "",
-        )
-        if part
-    )
     return JobFailedError(
-        f"job {record.id} finished with {what or 'failed chunks'}; job.failures() says why, "
+        f"job {record.id} finished with {jobs.describe_failures(failed)}; job.failures() says why, "
         f"job.retry() runs them again (then wait again)"
     )

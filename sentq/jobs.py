@@ -269,6 +269,17 @@ def failures(client: redis.Redis, job_id: str) -> dict[int, ledger.Failure]:
     return ledger.failures(client, job_id)
 
 
+def describe_failures(failed: Mapping[int, ledger.Failure]) -> str:
+    """ "2 input lines failed alone (left out of the rows) and 1 failed chunk": what a finished job lost, in words."""
+    lines = sum(len(f.lines) for f in failed.values())
+    whole = sum(1 for f in failed.values() if not f.lines)
+    parts = [
+        f"{lines:,} input line{'s' if lines != 1 else ''} failed alone (left out of the rows)" if lines else "",
+        f"{whole:,} failed chunk{'s' if whole != 1 else ''}" if whole else "",
+    ]
+    return " and ".join(part for part in parts if part) or "failed chunks"
+
+
 def cancel(client: redis.Redis, job_id: str) -> JobRecord:
     """Flag the job cancelled: workers skip its queued chunks; running ones finish."""
     record = get(client, job_id)

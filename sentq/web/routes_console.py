@@ -7,6 +7,7 @@ survives restarts. Actions are plain HTML forms (POST, then a redirect back), so
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -197,41 +198,42 @@ async def submit(
     return _back(f"/jobs/{job_id}", msg=f"job {job_id} submitted from {name}")
 
 
-@router.post("/console/jobs/{job_id}/cancel")
-def cancel(request: Request, job_id: str, settings: SettingsDep) -> Response:
+def _act(request: Request, settings: Settings, back: str, action: Callable[[], str]) -> Response:
+    """Run a form's action if this request may change things; back to ``back`` with what it said, or why not."""
     why = _may_write(request, settings)
     if why:
-        return _back(f"/jobs/{job_id}", error=why)
+        return _back(back, error=why)
     try:
-        record = control.cancel(settings, job_id)
+        return _back(back, msg=action())
     except errors.SentqError as exc:
-        return _back(f"/jobs/{job_id}", error=str(exc))
-    return _back(f"/jobs/{job_id}", msg=f"job {job_id} is {record.state.value} ({record.texts_done:,} texts scored)")
+        return _back(back, error=str(exc))
+
+
+@router.post("/console/jobs/{job_id}/cancel")
+def cancel(request: Request, job_id: str, settings: SettingsDep) -> Response:
+    def action() -> str:
+        record = control.cancel(settings, job_id)
+        return f"job {job_id} is {record.state.value} ({record.texts_done:,} texts scored)"
+
+    return _act(request, settings, f"/jobs/{job_id}", action)
 
 
 @router.post("/console/jobs/{job_id}/retry")
 def retry(request: Request, job_id: str, settings: SettingsDep) -> Response:
-    why = _may_write(request, settings)
-    if why:
-        return _back(f"/jobs/{job_id}", error=why)
-    try:
-        indexes = control.retry(settings, job_id)
-    except errors.SentqError as exc:
-        return _back(f"/jobs/{job_id}", error=str(exc))
-    return _back(f"/jobs/{job_id}", msg=f"queued {len(indexes)} failed chunk(s) again")
+    def action() -> str:
+        return f"queued {len(control.retry(settings, job_id))} failed chunk(s) again"
+
+    return _act(request, settings, f"/jobs/{job_id}", action)
 
 
 @router.post("/console/models/{version}/use")
 def use_model(request: Request, version: str, settings: SettingsDep) -> Response:
-    why = _may_write(request, settings)
-    if why:
-        return _back("/models", error=why)
-    try:
+    def action() -> str:
         meta, before = lifecycle.use(settings, version)
-    except errors.SentqError as exc:
-        return _back("/models", error=str(exc))
-    was = f" (was v{before})" if before and before != meta.version else ""
-    return _back("/models", msg=f"v{meta.version} is current{was}")
+        was = f" (was v{before})" if before and before != meta.version else ""
+        return f"v{meta.version} is current{was}"
+
+    return _act(request, settings, "/models", action)
 
 
 def _snapshot(settings: Settings) -> Any:

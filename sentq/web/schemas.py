@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from sentq.control import DeadWorker, WorkerInfo
+
 
 class TaskId(BaseModel):
     task_id: str = Field(description="Poll GET /result/{task_id} with it.")
@@ -102,29 +104,11 @@ class RetrainQueued(BaseModel):
     queue: str
 
 
-class WorkerView(BaseModel):
-    name: str
-    host: str
-    pid: int
-    concurrency: int
-    queues: list[str]
-    busy: int
-    running: list[str] = Field(description="job:chunk items it is scoring now.")
-    tasks_done: int
-    model: str
-    last_task_at: float | None
-    beat_age_s: float
-
-
-class DeadWorkerView(BaseModel):
-    name: str
-    found_at: float
-    chunks: list[str] = Field(description="job:chunk items it held when found dead (re-sent to live workers).")
-
-
 class Workers(BaseModel):
-    workers: list[WorkerView]
-    dead: list[DeadWorkerView]
+    """`sentq workers --json`: the control module's own dataclasses, so the two faces cannot drift apart."""
+
+    workers: list[WorkerInfo]
+    dead: list[DeadWorker] = Field(description="Found dead holding chunks lately (those were re-sent).")
     queues: dict[str, int] = Field(description="Messages waiting per queue.")
 
 
