@@ -304,9 +304,8 @@ def api(
 ) -> None:
     """Serve the HTTP API, the operator console (/) and Prometheus metrics (/metrics) with uvicorn.
 
-    Auth: bearer tokens from SENTQ_API_TOKENS (comma-separated; "ro:TOKEN" is read-only). Without tokens the API
-    has no auth, so it listens on loopback only. OpenAPI docs at /docs.
-    """
+    Auth: bearer tokens from SENTQ_API_TOKENS (comma-separated; "ro:TOKEN" is read-only). Without tokens there is no auth, so it listens on loopback only. OpenAPI docs at /docs.
+    """  # noqa: E501 - one line: Rich keeps a docstring's line breaks in --help
     from importlib.util import find_spec
 
     settings = load_settings()
