@@ -8,7 +8,7 @@ QUICK ?=
 
 .PHONY: setup redis-server chromium wrk demo test lint format bench faults clean
 
-setup: $(STAMP) $(DATA) redis-server chromium
+setup: $(STAMP) $(DATA) redis-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ chromium:
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-test: setup lint
+test: setup chromium lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

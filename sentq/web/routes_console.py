@@ -150,7 +150,8 @@ def login(
         why = quote("that token is not one of SENTQ_API_TOKENS")
         return RedirectResponse(f"/login?next={quote(target)}&error={why}", status_code=303)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(auth.COOKIE, token.strip(), httponly=True, samesite="strict", path="/")
+    secure = request.url.scheme == "https"  # behind TLS the cookie never travels in clear
+    response.set_cookie(auth.COOKIE, token.strip(), httponly=True, samesite="strict", secure=secure, path="/")
     return response
 
 
