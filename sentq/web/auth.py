@@ -20,7 +20,8 @@ COOKIE = "sentq_token"
 Access = Literal["read", "full"]
 
 
-def settings_of(request: Request) -> Settings:
+# The dependencies below do no I/O: async, so FastAPI runs them on the event loop, not with a thread hop each.
+async def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -92,9 +93,9 @@ def _require(need: Access, request: Request, settings: Settings) -> Access:
     return "full" if kind == "full" else "read"
 
 
-def can_read(request: Request, settings: Settings = Depends(settings_of)) -> Access:  # noqa: B008
+async def can_read(request: Request, settings: Settings = Depends(settings_of)) -> Access:  # noqa: B008
     return _require("read", request, settings)
 
 
-def can_write(request: Request, settings: Settings = Depends(settings_of)) -> Access:  # noqa: B008
+async def can_write(request: Request, settings: Settings = Depends(settings_of)) -> Access:  # noqa: B008
     return _require("full", request, settings)

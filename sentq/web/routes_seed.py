@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Body, Depends
 
 from sentq import control
@@ -15,10 +17,21 @@ router = APIRouter(tags=["seed"])
 Texts = Annotated[list[str], Body(description="The texts to score (a JSON list of strings).", max_length=100_000)]
 
 
+# Publishing is short blocking I/O plus Python work under the GIL, so one thread publishes and the other requests wait
+# on the event loop. Measured with wrk, 64 connections, one API process: 1 thread 572 req/s, 2: 469, 4: 448, 8: 425,
+# the 40 of the default thread pool: 339 (p99 134 ms with 1 thread, 416 ms with 40).
+PUBLISHERS = 1
+_publishers: anyio.CapacityLimiter | None = None
+
+
 @router.post("/score-batch", response_model=TaskId, dependencies=[Depends(can_write)])
-def score_batch(texts: Texts, settings: Settings = Depends(settings_of)) -> dict[str, Any]:  # noqa: B008
+async def score_batch(texts: Texts, settings: Settings = Depends(settings_of)) -> dict[str, Any]:  # noqa: B008
     """Queue `sentq.batch_score` for the texts and answer at once with its task id (no waiting on a worker)."""
-    return {"task_id": control.score_batch(settings, texts)}
+    global _publishers
+    if _publishers is None:
+        _publishers = anyio.CapacityLimiter(PUBLISHERS)
+    task_id = await anyio.to_thread.run_sync(control.score_batch, settings, texts, limiter=_publishers)
+    return {"task_id": task_id}
 
 
 @router.get("/result/{task_id}", response_model=BatchResult, dependencies=[Depends(can_read)])
