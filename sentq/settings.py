@@ -145,6 +145,18 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    def __repr__(self) -> str:
+        """Every field but the tokens, URLs with their passwords masked: safe in a log or a traceback."""
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in ("broker_url", "result_backend") and isinstance(value, str):
+                value = mask_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some fields changed (validated again)."""
         return replace(self, **changes)

@@ -318,6 +318,16 @@ def test_models_workers_retrain_and_metrics(redis_url: str, worker: Worker, tmp_
             queued = http.post("/v1/retrain")
             assert queued.status_code == 202 and queued.json()["queue"] == "api-retrain-idle"
             assert redis.Redis.from_url(redis_url).llen("api-retrain-idle") == 1
+            labelled = "text,label\n" + "".join(
+                f"lovely thing {i},positive\nhorrid thing {i},negative\n" for i in range(12)
+            )
+            csv_type = {"Content-Type": "text/csv"}
+            shipped = http.post("/v1/retrain", content=labelled, headers=csv_type, params={"name": "mine.csv"})
+            assert shipped.status_code == 202, shipped.text
+            assert redis.Redis.from_url(redis_url).llen("api-retrain-idle") == 2
+            bad = labelled.replace("horrid thing 0,negative", "horrid thing 0,meh")
+            assert_problem(http.post("/v1/retrain", content=bad, headers=csv_type), 422, "upload.csv:3: label 'meh'")
+            assert_problem(http.post("/v1/retrain", content=b"x", headers={"Content-Type": "image/png"}), 415)
 
             deadline = time.monotonic() + 30
             while not (found := http.get("/v1/workers").json())["workers"]:
@@ -351,7 +361,7 @@ def test_models_workers_retrain_and_metrics(redis_url: str, worker: Worker, tmp_
             assert value("sentq_jobs_finished", "sentq_jobs_finished_total", outcome="done") == 1
             assert value("sentq_texts_scored", "sentq_texts_scored_total") == 2
             assert value("sentq_workers_online", "sentq_workers_online") >= 1
-            assert value("sentq_queue_length", "sentq_queue_length", queue="api-retrain-idle") == 1
+            assert value("sentq_queue_length", "sentq_queue_length", queue="api-retrain-idle") == 2
             assert requests[("/v1/jobs/{job_id}", "GET", "200")] >= 1
             assert all("host" not in s.labels and "job" not in s.labels for f in families.values() for s in f.samples)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,15 @@ def fuzz(operation: Any, mode: GenerationMode) -> None:
     excluded = [positive_data_acceptance] if operation.label == "POST /v1/jobs" else []
 
     @given(operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    # The same examples on every run, so CI is repeatable; FUZZ_RANDOM=1 explores new ones (run it when the API
+    # changes: it is how the findings in the closing note of issue 10 were found).
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=not os.environ.get("FUZZ_RANDOM"),
+    )
     def check(case: Any) -> None:
         case.call_and_validate(timeout=30, excluded_checks=excluded)
 

@@ -81,3 +81,12 @@ def test_overrides_and_empty_values() -> None:
     s = Settings.from_env({"SENTQ_CHUNK_SIZE": ""}, chunk_size=42, queue=None)
     assert s.chunk_size == 42
     assert s.queue == "sentq"
+
+
+def test_repr_masks_passwords_and_leaves_out_tokens() -> None:
+    settings = Settings.from_env(
+        {"SENTQ_BROKER_URL": "redis://sentq:hunter2@db:6379/0", "SENTQ_API_TOKENS": "ro:secret-token-0123456789"}
+    )
+    shown = repr(settings)
+    assert "redis://sentq:***@db:6379/0" in shown
+    assert "hunter2" not in shown and "secret-token" not in shown

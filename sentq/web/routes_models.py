@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from sentq import lifecycle
+from sentq.errors import PayloadTooLargeError, UnsupportedFormatError
 from sentq.settings import Settings
 from sentq.web.auth import can_read, can_write, settings_of
 from sentq.web.schemas import ModelList, ModelSwitched, RetrainQueued
+from sentq.web.upload import too_large
 
 router = APIRouter(prefix="/v1", tags=["models"])
 SettingsDep = Annotated[Settings, Depends(settings_of)]
@@ -32,10 +37,44 @@ def use(
     return {"current": lifecycle.version_dict(meta, meta.version), "previous": before}
 
 
-@router.post("/retrain", status_code=202, response_model=RetrainQueued, dependencies=[Depends(can_write)])
-def retrain(
+LABELLED = {"text/csv": ".csv", "application/x-ndjson": ".jsonl", "application/jsonl": ".jsonl"}
+
+
+@router.post(
+    "/retrain",
+    status_code=202,
+    response_model=RetrainQueued,
+    dependencies=[Depends(can_write)],
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in LABELLED},
+        }
+    },
+)
+async def retrain(
+    request: Request,
     settings: SettingsDep,
     force: Annotated[bool, Query(description="Make it current even if it is less accurate.")] = False,
+    name: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="The data's name")] = "upload",
 ) -> dict[str, Any]:
-    """Queue a retrain on the default data; the new version appears in GET /v1/models when a worker is done."""
-    return {"task_id": lifecycle.submit_retrain(settings, data=None, force=force), "queue": settings.retrain_queue}
+    """Queue a retrain (`sentq retrain`): on the default data, or on a labelled CSV (`text,label` header) or JSONL
+    body (`sentq retrain --data FILE`), checked here first. The new version appears in GET /v1/models when done."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    with tempfile.TemporaryDirectory(prefix="sentq-retrain-") as tmp:
+        path = FilePath(tmp) / (name.rsplit(".", 1)[0] + LABELLED.get(media, ".data"))
+        size = 0
+        with open(path, "wb") as spool:  # labelled data is small next to inputs: spooled to disk, read whole
+            async for piece in request.stream():
+                size += len(piece)
+                if size > settings.api_max_bytes:
+                    raise PayloadTooLargeError(too_large(path.name, settings.api_max_bytes))
+                spool.write(piece)
+        if size and media not in LABELLED:
+            raise UnsupportedFormatError(
+                f"Content-Type {media or '(none)'!r} is not labelled data; send text/csv (a text,label header) or "
+                'application/x-ndjson ({"text": ..., "label": ...} per line)'
+            )
+        data = path if size else None
+        task_id = await anyio.to_thread.run_sync(lambda: lifecycle.submit_retrain(settings, data=data, force=force))
+    return {"task_id": task_id, "queue": settings.retrain_queue}
