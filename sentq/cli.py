@@ -445,6 +445,146 @@ def model_import(
     err.print(f"{what} (sha256 {meta.sha256[:12]}, accuracy {meta.accuracy:.4f}); {hint}", soft_wrap=True, markup=False)
 
 
+# The default training data: `sentq data ...` (a sub-app). An installed sentq has no Makefile: these are its setup.
+
+data_app = typer.Typer(
+    name="data",
+    help="The default training data (VADER ground truth): fetch it into the data dir, show where it is.",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Where to put it (default: SENTQ_DATA_DIR, else sentq's data dir).", show_default=False
+    ),
+]
+
+
+def data_command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """`command` for the `sentq data ...` sub-app."""
+    return command(*args, on=data_app, **kwargs)
+
+
+@data_command("fetch")
+def data_fetch(
+    data_dir: DataDir = None,
+    sdist: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="A local vaderSentiment-3.3.2.tar.gz (from `pip download --no-deps --no-binary :all: "
+            "vaderSentiment==3.3.2` on a connected machine), for hosts without internet access; checked by sha256.",
+            show_default=False,
+        ),
+    ] = None,
+    upload: Annotated[
+        bool, typer.Option("--upload", help="Also put the set in Redis: workers on every host train from it.")
+    ] = False,
+) -> None:
+    """Download (or unpack --from) the default training data into the data dir, verified by sha256; idempotent.
+
+    Workers fetch it themselves when they must train the first model; this is for hosts that cannot.
+    """
+    from sentq import dataset
+
+    settings = load_settings(data_dir=data_dir)
+    directory = dataset.fetch(settings.data_dir, sdist=sdist)
+    print(dataset.report(directory, dataset.label_counts(settings.data_dir)))
+    if upload:
+        from sentq import control, registry
+        from sentq.settings import mask_url
+
+        loaded = dataset.load_dataset(settings.data_dir)
+        registry.share_default_dataset(control.connect(settings), loaded)
+        err.print(
+            f"put the default training set ({len(loaded.texts):,} texts) in Redis at {mask_url(settings.backend_url)}:"
+            " workers on every host train from it",
+            soft_wrap=True,
+            markup=False,
+        )
+
+
+@data_command("show")
+def data_show(data_dir: DataDir = None, as_json: AsJson = False) -> None:
+    """Where the data dir is, whether the files are there and verified, whether Redis holds the default set."""
+    from sentq import control, dataset, registry
+    from sentq.settings import checkout_root, mask_url
+
+    settings = load_settings(data_dir=data_dir)
+    if data_dir is not None:
+        origin = "--data-dir"
+    elif os.environ.get("SENTQ_DATA_DIR"):
+        origin = "SENTQ_DATA_DIR"
+    elif checkout_root() is not None:
+        origin = "the checkout's data dir; SENTQ_DATA_DIR overrides it"
+    else:
+        origin = "the user data dir; SENTQ_DATA_DIR overrides it"
+    states = dataset.file_states(settings.data_dir)
+    info: dict[str, Any] = {
+        "data_dir": str(settings.data_dir),
+        "data_dir_from": origin,
+        "files": states,
+        "verified": all(state == "ok" for state in states.values()),
+        "redis": {"url": mask_url(settings.backend_url), "reachable": False},
+    }
+    unreachable: errors.SentqError | None = None
+    try:
+        client = control.connect(settings)
+        stored = registry.stored_default_dataset(client)
+        ref = registry.current(client)
+        info["redis"] |= {
+            "reachable": True,
+            "dataset": {"texts": len(stored.texts), "source": stored.source} if stored is not None else None,
+            "current_model": f"v{registry.ref_version(ref)}" if ref else None,
+        }
+    except errors.BrokerUnavailableError as exc:
+        unreachable = exc
+        info["redis"]["error"] = str(exc)
+    except errors.DatasetMissingError as exc:  # a key that does not decode: say so, it is what workers would read
+        info["redis"] |= {"reachable": True, "dataset": {"error": str(exc)}}
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        print_data_status(info)
+    if unreachable is not None:
+        raise typer.Exit(code=exit_code_for(unreachable))
+
+
+def print_data_status(info: dict[str, Any]) -> None:
+    files = info["files"]
+    if info["verified"]:
+        state = f"all {len(files)} verified (sha256) in {Path(info['data_dir']) / 'vader'}"
+    else:
+        bad = [f"{name} ({state})" for name, state in files.items() if state != "ok"]
+        state = f"NOT ready: {', '.join(bad)}; run `sentq data fetch`"
+    redis_info = info["redis"]
+    if not redis_info["reachable"]:
+        in_redis = f"unknown: {redis_info['error']}"
+        model = "unknown"
+    else:
+        stored = redis_info["dataset"]
+        if stored is None:
+            in_redis = f"no (at {redis_info['url']}; `sentq data fetch --upload` puts it there)"
+        elif "error" in stored:
+            in_redis = f"UNREADABLE: {stored['error']}"
+        else:
+            in_redis = f"yes, {stored['texts']:,} texts ({stored['source']}) at {redis_info['url']}"
+        current = redis_info["current_model"]
+        model = (
+            f"{current} is current (workers need no training data to score)"
+            if current
+            else "none yet: the first worker trains v1 from the default set (from Redis, its data dir or a download)"
+        )
+    for name, value in [
+        ("data dir", f"{info['data_dir']} ({info['data_dir_from']})"),
+        ("files", state),
+        ("in Redis", in_redis),
+        ("model", model),
+    ]:
+        out.print(f"{name:>8}: {value}", soft_wrap=True, markup=False)
+
+
 @command()
 def retrain(
     data: Annotated[

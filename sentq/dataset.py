@@ -23,7 +23,13 @@ SDIST_REQUIREMENT = "vaderSentiment==3.3.2"
 SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
 SOURCE = "vader-icwsm2014 (vaderSentiment==3.3.2 sdist, MIT)"
 SUBDIR = "vader"
-FIX = "run `make setup` (or `python -m sentq.dataset fetch`)"
+# Commands an installed user has (a wheel has no Makefile); `make setup` does the same in a checkout.
+FIX = "run `sentq data fetch` (in a checkout: `make setup`)"
+# For hosts without internet access: fetch the sdist elsewhere, carry it over.
+OFFLINE_FIX = (
+    f"without internet access, run `pip download --no-deps --no-binary :all: {SDIST_REQUIREMENT} -d DIR` on a machine "
+    "that has it, copy the .tar.gz over and run `sentq data fetch --from FILE`"
+)
 
 # The four ground-truth files (Hutto & Gilbert, ICWSM 2014), in load order, with their sha256 as published in 3.3.2.
 GROUND_TRUTH_SHA256 = {
@@ -69,8 +75,27 @@ def _files_ok(directory: Path) -> bool:
     return True
 
 
+def files_ok(data_dir: Path) -> bool:
+    """Whether ``data_dir/vader`` holds every file of the default set with its known sha256."""
+    return _files_ok(Path(data_dir) / SUBDIR)
+
+
+def file_states(data_dir: Path) -> dict[str, str]:
+    """Each file of the default set -> "ok", "missing" or "sha256 mismatch" (for `sentq data show`)."""
+    directory = Path(data_dir) / SUBDIR
+    states = {}
+    for name, digest in FILE_SHA256.items():
+        path = directory / name
+        if not path.is_file():
+            states[name] = "missing"
+        else:
+            states[name] = "ok" if _sha256(path.read_bytes()) == digest else "sha256 mismatch"
+    return states
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # Unique per process: two fetches into one data dir at once (a worker and `sentq data fetch`) never collide.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -102,12 +127,18 @@ def _extract(sdist: Path) -> dict[str, bytes]:
     return files
 
 
-def _download_sdist(tmp: Path) -> Path:
+def _download_sdist(tmp: Path, *, network_timeout_s: float | None = None) -> Path:
+    """``pip download`` the sdist (pip's own configuration applies: index, proxy, certificates)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_REQUIREMENT, "-d"]
-    proc = subprocess.run([*cmd, str(tmp), "-q"], capture_output=True, text=True, check=False)
+    cmd += [str(tmp), "-q"]
+    if network_timeout_s is not None:  # a worker bootstrapping under a lock must not wait minutes on a dead network
+        cmd += ["--timeout", f"{network_timeout_s:g}", "--retries", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise DatasetMissingError(f"`pip download {SDIST_REQUIREMENT}` failed (exit {proc.returncode}): {tail}")
+        raise DatasetMissingError(
+            f"`pip download {SDIST_REQUIREMENT}` failed (exit {proc.returncode}): {tail}; {OFFLINE_FIX}"
+        )
     found = sorted(tmp.glob("*.tar.gz"))
     if len(found) != 1:
         raise DatasetMissingError(f"`pip download {SDIST_REQUIREMENT}` did not produce one sdist (got {found})")
@@ -116,33 +147,76 @@ def _download_sdist(tmp: Path) -> Path:
     return found[0]
 
 
-def fetch(data_dir: Path) -> Path:
-    """Download the vaderSentiment sdist, verify it and unpack the ground truth and lexicon into ``data_dir/vader``.
+def check_sdist(sdist: Path) -> Path:
+    """``sdist`` if it is the vaderSentiment 3.3.2 sdist (by its sha256), else DatasetMissingError saying why."""
+    sdist = Path(sdist)
+    try:
+        with sdist.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as exc:
+        raise DatasetMissingError(f"cannot read {sdist} ({exc.strerror or exc}); check the path") from None
+    if digest != SDIST_SHA256:
+        raise DatasetMissingError(
+            f"{sdist} is not the {SDIST_REQUIREMENT} sdist (vaderSentiment-3.3.2.tar.gz): its sha256 is {digest}, "
+            f"expected {SDIST_SHA256}; nothing was unpacked"
+        )
+    return sdist
 
-    Idempotent: when the files are already there with the right checksums nothing is downloaded.
+
+def fetch(data_dir: Path, *, sdist: Path | None = None, network_timeout_s: float | None = None) -> Path:
+    """Download the vaderSentiment sdist (or take ``sdist``, a local copy of it), verify it and unpack the ground
+    truth and lexicon into ``data_dir/vader``; returns that directory.
+
+    Idempotent: when the files are already there with the right checksums nothing is downloaded. A given ``sdist``
+    is always checked (a wrong file is refused even then) and the network is not used.
     """
     directory = Path(data_dir) / SUBDIR
-    if not _files_ok(directory):
-        with tempfile.TemporaryDirectory(prefix="sentq-fetch-") as tmp:
-            files = _extract(_download_sdist(Path(tmp)))
-        directory.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            _write_atomic(directory / name, data)
+    if sdist is not None:
+        check_sdist(sdist)
     sums = "".join(f"{digest}  {name}\n" for name, digest in FILE_SHA256.items())
     sums_path = directory / "SHA256SUMS"
-    if not sums_path.is_file() or sums_path.read_text(encoding="utf-8") != sums:
-        _write_atomic(sums_path, sums.encode("utf-8"))
+    try:
+        if not _files_ok(directory):
+            if sdist is not None:
+                files = _extract(sdist)
+            else:
+                with tempfile.TemporaryDirectory(prefix="sentq-fetch-") as tmp:
+                    files = _extract(_download_sdist(Path(tmp), network_timeout_s=network_timeout_s))
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, data in files.items():
+                _write_atomic(directory / name, data)
+        if not sums_path.is_file() or sums_path.read_text(encoding="utf-8") != sums:
+            _write_atomic(sums_path, sums.encode("utf-8"))
+    except OSError as exc:  # an unwritable data dir (a service user without a home, a read-only mount)
+        where = exc.filename or directory
+        raise DatasetMissingError(
+            f"cannot write the training data to {directory}: {where}: {exc.strerror or exc}; "
+            "set SENTQ_DATA_DIR (or --data-dir) to a writable directory"
+        ) from None
     return directory
+
+
+def report(directory: Path, rows: list[tuple[str, int, int, int]]) -> str:
+    """Where the data is and its label counts per file (what `sentq data fetch` prints)."""
+    lines = [f"{SOURCE} in {directory}", f"{'file':<40}{'positive':>10}{'negative':>10}{'dropped':>10}"]
+    for name, pos, neg, dropped in rows:
+        lines.append(f"{name:<40}{pos:>10}{neg:>10}{dropped:>10}")
+    totals = [sum(column) for column in list(zip(*rows, strict=True))[1:]]
+    lines.append(f"{'total':<40}{totals[0]:>10}{totals[1]:>10}{totals[2]:>10}")
+    return "\n".join(lines)
 
 
 def _verified_text(directory: Path, name: str) -> str:
     path = directory / name
     if not path.is_file():
-        raise DatasetMissingError(f"training data not found: {path} is missing; {FIX} (data dir {directory.parent})")
+        raise DatasetMissingError(
+            f"training data not found: {path} is missing (data dir {directory.parent}, set by SENTQ_DATA_DIR); {FIX}"
+        )
     data = path.read_bytes()
     if _sha256(data) != FILE_SHA256[name]:
         raise DatasetMissingError(
-            f"{path} does not match its recorded sha256 (tampered or partly written); delete {directory} and {FIX}"
+            f"{path} does not match its recorded sha256 (tampered or partly written); "
+            "run `sentq data fetch` to replace it"
         )
     return data.decode("utf-8")
 
@@ -220,7 +294,9 @@ def decode_dataset(data: bytes) -> Dataset:
     try:
         payload = json.loads(gzip.decompress(data).decode("utf-8"))
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError) as exc:
-        raise DatasetMissingError(f"stored dataset is not gzip'd JSON ({exc}); re-upload it or {FIX}") from None
+        raise DatasetMissingError(
+            f"stored dataset is not gzip'd JSON ({exc}); upload it again (the default set: `sentq data fetch --upload`)"
+        ) from None
     if not isinstance(payload, dict):
         raise DatasetMissingError("stored dataset is not a JSON object with source, texts and labels")
     source, texts, labels = payload.get("source"), payload.get("texts"), payload.get("labels")
@@ -241,27 +317,24 @@ def decode_dataset(data: bytes) -> Dataset:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sentq.dataset fetch [--data-dir DIR]``: fetch the data and print label counts per file."""
+    """``python -m sentq.dataset fetch [--data-dir DIR] [--from SDIST]`` (what `make setup` runs; installed users
+    have `sentq data fetch`): fetch the data and print label counts per file."""
     from sentq.settings import Settings
 
     parser = argparse.ArgumentParser(prog="python -m sentq.dataset", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_cmd = sub.add_parser("fetch", help=f"download {SDIST_REQUIREMENT} and unpack the VADER ground truth")
-    fetch_cmd.add_argument("--data-dir", type=Path, default=None, help="default: SENTQ_DATA_DIR or the repo's data/")
+    fetch_cmd.add_argument("--data-dir", type=Path, default=None, help="default: SENTQ_DATA_DIR or sentq's data dir")
+    fetch_cmd.add_argument("--from", dest="sdist", type=Path, default=None, help="a local copy of the sdist")
     args = parser.parse_args(argv)
     try:
         data_dir = args.data_dir or Settings.from_env().data_dir
-        directory = fetch(data_dir)
+        directory = fetch(data_dir, sdist=args.sdist)
         rows = label_counts(data_dir)
     except SentqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{SOURCE} in {directory}")
-    print(f"{'file':<40}{'positive':>10}{'negative':>10}{'dropped':>10}")
-    for name, pos, neg, dropped in rows:
-        print(f"{name:<40}{pos:>10}{neg:>10}{dropped:>10}")
-    totals = [sum(column) for column in list(zip(*rows, strict=True))[1:]]
-    print(f"{'total':<40}{totals[0]:>10}{totals[1]:>10}{totals[2]:>10}")
+    print(report(directory, rows))
     return 0
 
 

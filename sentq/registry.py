@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from sentq import dataset as dataset_files
 from sentq import keys
 from sentq.dataset import Dataset, decode_dataset, encode_dataset, load_dataset
 from sentq.errors import ConfigError, DatasetMissingError, InputError, ModelError, ModelNotFoundError
@@ -22,8 +24,16 @@ from sentq.store import text
 if TYPE_CHECKING:  # numpy's import is slow; commands that only read metadata (status, model list) skip it
     from sentq.model import SentimentModel
 
+log = logging.getLogger("sentq.registry")
+
 # How long a process may hold the bootstrap lock while it trains v1; others wait at most this long for it.
 BOOTSTRAP_LOCK_S = 120
+# A bootstrap that has to download the default data gives pip this long per request (one retry), well inside the
+# lock: fetch (two requests) + training (~3 s) must end before the lock expires or another process starts over.
+FETCH_NETWORK_TIMEOUT_S = 20.0
+# After a failed download, a process does not try again for this long (each chunk of a job would run pip otherwise;
+# pool processes inherit this from the worker's start-up attempt). Files that appear on disk are used at once.
+FETCH_RETRY_S = 60.0
 # `sentq model export` files: a zip of the registry metadata and the artifact, read back by these exact names.
 EXPORT_FORMAT = "sentq.model-export"
 EXPORT_FORMAT_VERSION = 1
@@ -143,13 +153,58 @@ def load(client: redis.Redis, version: int) -> SentimentModel:
 
 
 def default_dataset(client: redis.Redis, settings: Settings) -> Dataset:
-    """The default training set: from Redis if a host already put it there, else from this host's data dir."""
+    """The default training set: from Redis if a host already put it there, else from this host's data dir,
+    fetched there first when it is missing (an installed worker on a fresh installation needs no setup step)."""
     raw = client.get(keys.DATASET_DEFAULT)
     if raw is not None:
         return decode_dataset(raw)  # type: ignore[arg-type]
+    if not dataset_files.files_ok(settings.data_dir):
+        _fetch_default(settings)
     dataset = load_dataset(settings.data_dir)
     client.set(keys.DATASET_DEFAULT, encode_dataset(dataset), nx=True)
     return dataset
+
+
+# (monotonic time, message) of this process's last failed download of the default data.
+_fetch_failed: tuple[float, str] | None = None
+
+
+def _fetch_default(settings: Settings) -> None:
+    """Download the default training data into the data dir, or raise DatasetMissingError naming the commands that
+    get it there by hand (`sentq data fetch`, `--from FILE` on a host without internet access)."""
+    global _fetch_failed
+    if _fetch_failed is not None and time.monotonic() - _fetch_failed[0] < FETCH_RETRY_S:
+        raise DatasetMissingError(_fetch_failed[1])
+    log.warning(
+        "the default training data is neither in Redis nor in %s: fetching it (%s) to train the first model",
+        settings.data_dir,
+        dataset_files.SDIST_REQUIREMENT,
+    )
+    started = time.monotonic()
+    try:
+        directory = dataset_files.fetch(settings.data_dir, network_timeout_s=FETCH_NETWORK_TIMEOUT_S)
+    except DatasetMissingError as exc:
+        message = (
+            f"no model yet, and the default training data is neither in Redis nor in {settings.data_dir} "
+            f"(SENTQ_DATA_DIR); this worker could not fetch it: {exc}. Once `sentq data fetch` has put it in this "
+            "data dir (or `sentq data fetch --upload` on any host, into Redis for every worker), `sentq retry JOB`"
+        )
+        _fetch_failed = (time.monotonic(), message)
+        raise DatasetMissingError(message) from None
+    _fetch_failed = None
+    log.warning("fetched the default training data into %s in %.1f s", directory, time.monotonic() - started)
+
+
+def stored_default_dataset(client: redis.Redis) -> Dataset | None:
+    """The default training set as a host put it in Redis, or None (`sentq data show`)."""
+    raw = client.get(keys.DATASET_DEFAULT)
+    return decode_dataset(raw) if raw is not None else None  # type: ignore[arg-type]
+
+
+def share_default_dataset(client: redis.Redis, dataset: Dataset) -> None:
+    """Put the default training set in Redis (replacing what is there), so workers on every host bootstrap from it
+    without data files of their own (`sentq data fetch --upload`)."""
+    client.set(keys.DATASET_DEFAULT, encode_dataset(dataset))
 
 
 def train_on(dataset: Dataset) -> tuple[SentimentModel, dict[str, float | int]]:
@@ -174,7 +229,8 @@ def ensure_current(client: redis.Redis, settings: Settings) -> str:
                 found = current(client)
                 if found is not None:
                     return found
-                dataset = default_dataset(client, settings)
+                dataset = default_dataset(client, settings)  # may download it first (seconds)
+                client.expire(keys.MODEL_BOOTSTRAP_LOCK, BOOTSTRAP_LOCK_S)  # the training gets the lock's full time
                 model, metrics = train_on(dataset)
                 return publish(client, model, metrics=metrics, source=dataset.source, make_current=True).ref
             finally:

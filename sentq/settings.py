@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -15,8 +16,48 @@ from sentq.errors import ConfigError
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-# The repo's data/ directory (where `make setup` unpacks the training data) when installed in editable mode.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+APP_NAME = "sentq"
+
+
+def user_data_dir(
+    environ: Mapping[str, str] | None = None, platform: str | None = None, home: Path | None = None
+) -> Path:
+    """The platform's per-user data directory for sentq (what platformdirs' ``user_data_dir`` gives, in a few lines
+    rather than a dependency): ``$XDG_DATA_HOME/sentq`` or ``~/.local/share/sentq`` on Linux and other Unixes,
+    ``~/Library/Application Support/sentq`` on macOS, ``%LOCALAPPDATA%\\sentq`` on Windows."""
+    env = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    home = Path.home() if home is None else home
+    if platform == "win32":
+        local = env.get("LOCALAPPDATA", "")
+        return (Path(local) if local else home / "AppData" / "Local") / APP_NAME
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / APP_NAME
+    xdg = env.get("XDG_DATA_HOME", "").strip()
+    # The XDG spec says a relative path there is invalid and must be ignored.
+    return (Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share") / APP_NAME
+
+
+def checkout_root(package_dir: Path | None = None) -> Path | None:
+    """The repository sentq runs from, when it runs from a checkout (editable install or PYTHONPATH), else None.
+
+    A checkout is a package whose parent holds pyproject.toml and that is not inside an installation's
+    site-packages / dist-packages (a wheel installed there never has pyproject.toml beside it, but be sure)."""
+    package_dir = Path(__file__).resolve().parent if package_dir is None else package_dir
+    if any(part in ("site-packages", "dist-packages") for part in package_dir.parts):
+        return None
+    root = package_dir.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_data_dir() -> Path:
+    """``<repo>/data`` in a checkout (`make setup` fetches the training data there), else the user data dir."""
+    root = checkout_root()
+    return root / "data" if root is not None else user_data_dir()
+
+
+# Overridden by SENTQ_DATA_DIR. Read once at import, like the rest of the environment.
+DEFAULT_DATA_DIR = default_data_dir()
 
 
 def mask_url(url: str) -> str:

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from sentq import registry
-from sentq.errors import ConfigError, InputError, ModelError
+from sentq import dataset, keys, registry
+from sentq.errors import ConfigError, DatasetMissingError, InputError, ModelError
 from sentq.lifecycle import read_labelled
-from sentq.model import SentimentModel
-from tests.conftest import RedisServer, Worker, run_sentq
+from sentq.model import SentimentModel, train
+from tests.conftest import REPO, RedisServer, Worker, run_sentq
 
 POSITIVE = "good great love excellent wonderful happy superb".split()
 NEGATIVE = "bad awful hate terrible horrible sad poor".split()
@@ -332,3 +334,74 @@ def test_export_import_round_trip(redis_url: str, tmp_path: Path) -> None:
     assert refused.returncode == 2 and "not a readable `sentq model export` file" in refused.stderr
     missing = run_sentq(["model", "import", str(tmp_path / "nope.sentq")], redis_url)
     assert missing.returncode == 2 and "nope.sentq: cannot read it" in missing.stderr
+
+
+# Bootstrapping on a fresh installation whose worker has no data files (an installed wheel, not a checkout).
+
+
+@pytest.fixture
+def empty_db(redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A database of the session Redis that no worker uses, empty, and settings with an empty data dir."""
+    from sentq.settings import Settings
+
+    url = f"redis://127.0.0.1:{redis_server.port}/7"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setattr(registry, "_fetch_failed", None)
+    # A small slice trains in well under a second; what is tested here is where the data comes from.
+    monkeypatch.setattr(registry, "train_on", lambda ds: train(ds.texts[::10], ds.labels[::10], lexicon=ds.lexicon))
+    yield client, Settings.from_env({"SENTQ_BROKER_URL": url, "SENTQ_DATA_DIR": str(tmp_path / "data")})
+    client.flushdb()
+    client.close()
+
+
+def put_files(data_dir: Path) -> Path:
+    (data_dir / dataset.SUBDIR).mkdir(parents=True, exist_ok=True)
+    for name in dataset.FILE_SHA256:
+        shutil.copy2(REPO / "data" / dataset.SUBDIR / name, data_dir / dataset.SUBDIR / name)
+    return data_dir / dataset.SUBDIR
+
+
+def test_bootstrap_fetches_the_default_data_when_it_is_nowhere(
+    empty_db: tuple[redis.Redis, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, settings = empty_db
+    calls: list[tuple[Path, float | None]] = []
+
+    def download(data_dir: Path, *, sdist: Path | None = None, network_timeout_s: float | None = None) -> Path:
+        calls.append((data_dir, network_timeout_s))
+        return put_files(data_dir)  # what a successful download leaves
+
+    monkeypatch.setattr(dataset, "fetch", download)
+    ref = registry.ensure_current(client, settings)
+    assert registry.ref_version(ref) == 1
+    assert calls == [(settings.data_dir, registry.FETCH_NETWORK_TIMEOUT_S)]  # bounded: it runs under the lock
+    assert registry.stored_default_dataset(client) == dataset.load_dataset(REPO / "data")  # shared with other hosts
+    assert client.get(keys.MODEL_BOOTSTRAP_LOCK) is None
+    assert registry.ensure_current(client, settings) == ref and len(calls) == 1
+
+
+def test_bootstrap_without_network_names_data_fetch_and_uses_files_as_soon_as_they_appear(
+    empty_db: tuple[redis.Redis, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, settings = empty_db
+    calls: list[Path] = []
+
+    def offline(data_dir: Path, **_: Any) -> Path:
+        calls.append(data_dir)
+        raise DatasetMissingError("`pip download vaderSentiment==3.3.2` failed (exit 1): ERROR: No matching ...")
+
+    monkeypatch.setattr(dataset, "fetch", offline)
+    for _ in range(2):
+        with pytest.raises(DatasetMissingError) as info:
+            registry.ensure_current(client, settings)
+        message = str(info.value)
+        assert "could not fetch it: `pip download" in message and str(settings.data_dir) in message
+        assert (
+            "`sentq data fetch`" in message and "sentq data fetch --upload" in message and "make setup" not in message
+        )
+        assert client.get(keys.MODEL_BOOTSTRAP_LOCK) is None and registry.current(client) is None
+    assert len(calls) == 1  # the second chunk does not run pip again for FETCH_RETRY_S
+    put_files(settings.data_dir)  # `sentq data fetch` (or a copy) puts the files there: used at once
+    assert registry.ref_version(registry.ensure_current(client, settings)) == 1
+    assert len(calls) == 1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sentq.errors import ConfigError
-from sentq.settings import Settings, mask_secrets, mask_url
+from sentq.settings import DEFAULT_DATA_DIR, Settings, checkout_root, mask_secrets, mask_url, user_data_dir
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults() -> None:
@@ -90,3 +94,35 @@ def test_repr_masks_passwords_and_leaves_out_tokens() -> None:
     shown = repr(settings)
     assert "redis://sentq:***@db:6379/0" in shown
     assert "hunter2" not in shown and "secret-token" not in shown
+
+
+def test_user_data_dir_per_platform(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert user_data_dir({}, "linux", home) == home / ".local" / "share" / "sentq"
+    assert user_data_dir({"XDG_DATA_HOME": "/srv/xdg"}, "linux", home) == Path("/srv/xdg/sentq")
+    # A relative XDG_DATA_HOME is invalid by the spec and ignored; so is an empty one.
+    assert user_data_dir({"XDG_DATA_HOME": "rel/xdg"}, "linux", home) == home / ".local" / "share" / "sentq"
+    assert user_data_dir({"XDG_DATA_HOME": ""}, "freebsd14", home) == home / ".local" / "share" / "sentq"
+    assert user_data_dir({"XDG_DATA_HOME": "/srv/xdg"}, "darwin", home) == (
+        home / "Library" / "Application Support" / "sentq"
+    )
+    assert user_data_dir({"LOCALAPPDATA": str(tmp_path / "Local")}, "win32", home) == tmp_path / "Local" / "sentq"
+    assert user_data_dir({}, "win32", home) == home / "AppData" / "Local" / "sentq"
+
+
+def test_data_dir_is_the_checkout_data_only_in_a_checkout(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "sentq").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'sentq'\n")
+    assert checkout_root(repo / "sentq") == repo
+    # A wheel's copy: no pyproject.toml beside it, or anywhere under site-packages / dist-packages.
+    (tmp_path / "target" / "sentq").mkdir(parents=True)
+    assert checkout_root(tmp_path / "target" / "sentq") is None
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (installed / "sentq").mkdir(parents=True)
+    (installed / "pyproject.toml").write_text("")  # even with a stray pyproject.toml there
+    assert checkout_root(installed / "sentq") is None
+    assert checkout_root(tmp_path / "dist-packages" / "sentq") is None
+    # This test runs from the checkout: `make setup` put the data in <repo>/data, and that stays the default.
+    assert DEFAULT_DATA_DIR == REPO / "data" == Settings.from_env({}).data_dir
+    assert Settings.from_env({"SENTQ_DATA_DIR": str(tmp_path / "d")}).data_dir == tmp_path / "d"
