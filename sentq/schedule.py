@@ -11,7 +11,7 @@ from celery.schedules import schedule as interval
 
 from sentq import keys
 from sentq.errors import ConfigError
-from sentq.settings import Settings
+from sentq.settings import Settings, redis_ssl_options
 
 ENTRY = "retrain"
 # Beat ticks at most this far apart; on a fast schedule, twice per period (so a run is never late by a whole tick).
@@ -92,6 +92,8 @@ def beat_config(settings: Settings) -> dict[str, Any]:
         beat_max_loop_interval=loop_s,
         beat_schedule=entries,
         redbeat_redis_url=settings.backend_url,
+        # Without it redbeat falls back to broker_use_ssl, the broker's TLS options, not the backend's.
+        redbeat_redis_use_ssl=redis_ssl_options(settings.backend_url) or False,
         redbeat_redis_options={
             "socket_connect_timeout": settings.connect_timeout_s,
             "socket_timeout": max(settings.connect_timeout_s, 10.0),

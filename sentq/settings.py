@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from sentq.errors import ConfigError
 
@@ -17,6 +18,10 @@ BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 APP_NAME = "sentq"
+# redis-py's TLS options, spelled as its ``from_url`` reads them from a rediss:// URL's query, and the values of
+# ssl_cert_reqs that redis-py, kombu and Celery's result backend all accept (redis-py refuses "CERT_REQUIRED").
+REDIS_SSL_PARAMS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+SSL_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
 
 
 def user_data_dir(
@@ -80,6 +85,28 @@ def mask_url(url: str) -> str:
     if port is not None:
         netloc += f":{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redis_ssl_options(url: str) -> dict[str, Any] | None:
+    """The TLS options of a ``rediss://`` URL's query as a dict for Celery's ``broker_use_ssl`` /
+    ``redis_backend_use_ssl`` (and redbeat's ``redbeat_redis_use_ssl``); None for any other URL.
+
+    redis-py, kombu and Celery's result backend each read the query of a URL that has one, but disagree on a
+    ``rediss://`` URL without ``ssl_cert_reqs``: redis-py (sentq's own client) requires the server's certificate,
+    kombu connects with ``CERT_NONE`` (the certificate unchecked, only a warning logged) and Celery's backend refuses
+    to start. Passing these options to both makes all three connections alike: the certificate is required unless
+    the URL says otherwise; options in the URL's query still win (kombu and Celery read it over these)."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    options: dict[str, Any] = {
+        "ssl_cert_reqs": SSL_CERT_REQS.get(query.get("ssl_cert_reqs", "required"), ssl.CERT_REQUIRED)
+    }
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if query.get(name):
+            options[name] = query[name]
+    return options
 
 
 def mask_secrets(text: str) -> str:
@@ -272,3 +299,26 @@ def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
         raise ConfigError(f"{var} has a bad port in {shown!r}") from None
+    if parts.scheme in REDIS_SCHEMES:
+        _check_ssl_query(var, parts.scheme, parts.query, shown)
+
+
+def _check_ssl_query(var: str, scheme: str, query: str, shown: str) -> None:
+    """A Redis URL's TLS options (redis-py's query spelling): known names, a known ssl_cert_reqs, files that exist."""
+    given = dict(parse_qsl(query, keep_blank_values=True))
+    for name, value in given.items():
+        if not name.startswith("ssl_"):
+            continue
+        if name not in REDIS_SSL_PARAMS:
+            raise ConfigError(
+                f"{var} has an unknown TLS option {name!r} in {shown!r}; the options are " + ", ".join(REDIS_SSL_PARAMS)
+            )
+        if scheme != "rediss":
+            raise ConfigError(f"{var} has the TLS option {name!r} in {shown!r}, which is not TLS: use rediss://")
+        if name == "ssl_cert_reqs":
+            if value not in SSL_CERT_REQS:
+                raise ConfigError(f"{var}: ssl_cert_reqs must be required, optional or none, got {value!r}")
+        elif not (Path(value).is_file() and os.access(value, os.R_OK)):  # redis-py opens it as given: no ~
+            raise ConfigError(f"{var}: {name} names {value!r}, which is not a readable file")
+    if "ssl_keyfile" in given and "ssl_certfile" not in given:
+        raise ConfigError(f"{var} has ssl_keyfile without ssl_certfile in {shown!r}: a client certificate needs both")

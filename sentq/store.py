@@ -33,9 +33,14 @@ def check(client: redis.Redis, settings: Settings, *, url: str | None = None) ->
 
 def unavailable(url: str, exc: BaseException) -> BrokerUnavailableError:
     """The one message for an unreachable Redis or broker."""
+    detail = mask_secrets(str(exc)).strip().rstrip(".") or type(exc).__name__
+    hint = (
+        "Are the user and password in the URL right, and is the user enabled (deploy/redis-acl.conf)?"
+        if isinstance(exc, redis.AuthenticationError)
+        else "Is the server running and the URL right?"
+    )
     return BrokerUnavailableError(
-        f"cannot reach {mask_url(url)}: {mask_secrets(str(exc)) or type(exc).__name__}. "
-        "Is the server running and the URL right? Set SENTQ_BROKER_URL (and SENTQ_RESULT_BACKEND) to change it."
+        f"cannot reach {mask_url(url)}: {detail}. {hint} Set SENTQ_BROKER_URL (and SENTQ_RESULT_BACKEND) to change it."
     )
 
 

@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError
 from sentq import broker, jobs, ledger, registry, rows, schedule, store
 from sentq.errors import ConfigError, ModelError, SentqError
 from sentq.model import SentimentModel
-from sentq.settings import Settings, mask_secrets, mask_url
+from sentq.settings import Settings, mask_secrets, mask_url, redis_ssl_options
 
 log = logging.getLogger("sentq.worker")
 
@@ -52,6 +52,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return dict(
         broker_url=settings.broker_url,
         result_backend=settings.backend_url,
+        # A rediss:// URL's TLS options, so a URL without ssl_cert_reqs is checked alike by all (settings.py: why).
+        broker_use_ssl=(redis_ssl_options(settings.broker_url) if settings.broker_is_redis else None) or False,
+        redis_backend_use_ssl=redis_ssl_options(settings.backend_url) or False,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
