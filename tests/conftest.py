@@ -106,6 +106,9 @@ class Worker:
     name: str
     concurrency: int = 2
     env_extra: dict[str, str] = field(default_factory=dict)
+    # A whole environment and working directory of their own (a test host), instead of base_env in the checkout.
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 60) -> Worker:
@@ -124,7 +127,8 @@ class Worker:
         ]
         self.proc = subprocess.Popen(
             cmd,
-            env=base_env(self.url, **self.env_extra),
+            env=self.env if self.env is not None else base_env(self.url, **self.env_extra),
+            cwd=self.cwd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

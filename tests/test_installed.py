@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,36 +137,10 @@ class Host:
             timeout=timeout,
         )
 
-    def worker(self, name: str) -> HostWorker:
-        return HostWorker(self.url, self.root / f"{name}.log", name=f"{name}@%h", concurrency=1, host=self).start()
-
-
-@dataclass
-class HostWorker(Worker):
-    """conftest's Worker, started on a Host (its environment and working directory) instead of the checkout."""
-
-    host: Host | None = None
-
-    def start(self, *, timeout: float = 60) -> HostWorker:
-        assert self.host is not None
-        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "sentq.cli", "worker", "-c", str(self.concurrency), "-n", self.name]
-        self.proc = subprocess.Popen(
-            [*cmd, "-l", "INFO", "--", "--without-gossip", "--without-mingle"],
-            env=self.host.env(),
-            cwd=self.host.cwd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.output()}")
-            if b"ready." in self.log_path.read_bytes():
-                return self
-            time.sleep(0.1)
-        raise RuntimeError(f"worker did not become ready in {timeout}s:\n{self.output()}")
+    def worker(self, name: str) -> Worker:
+        """conftest's Worker, started in this host's environment and working directory instead of the checkout."""
+        log = self.root / f"{name}.log"
+        return Worker(self.url, log, name=f"{name}@%h", concurrency=1, env=self.env(), cwd=self.cwd).start()
 
 
 @pytest.fixture
