@@ -174,14 +174,14 @@ def results(settings: Settings, job_id: str, *, from_line: int = 1, yield_idle: 
     from sentq import export, follow
 
     client = connect(settings)
-    jobs.get(client, job_id)
-    start = _chunk_of_line(client, job_id, from_line) if from_line > 1 else 0
+    record = jobs.get(client, job_id)
+    start = _chunk_of_line(client, record, from_line) if from_line > 1 else 0
 
     def rows() -> Iterator[bytes]:
         for chunk in follow.follow(client, job_id, start_index=start, yield_idle=yield_idle):
             if not chunk:
                 yield chunk  # idle: the caller waits
-            elif from_line > 1 and int(chunk[8 : chunk.index(b",")]) < from_line:
+            elif from_line > 1 and export.line_of(chunk) < from_line:
                 kept = export.rows_from_line(chunk, from_line)
                 if kept or yield_idle:
                     yield kept
@@ -191,19 +191,19 @@ def results(settings: Settings, job_id: str, *, from_line: int = 1, yield_idle: 
     return rows()
 
 
-def _chunk_of_line(client: redis.Redis, job_id: str, line: int) -> int:
+def _chunk_of_line(client: redis.Redis, record: jobs.JobRecord, line: int) -> int:
     """The last finished chunk whose first row is at or before input ``line`` (one round trip: 24 bytes a chunk)."""
-    record = jobs.get(client, job_id)
+    from sentq.export import line_of
+
     total = record.total_chunks if record.total_chunks is not None else record.chunks_done + record.chunks_failed
     pipe = client.pipeline(transaction=False)
     for index in range(total):
-        pipe.getrange(keys.chunk_output(job_id, index), 0, 23)
+        pipe.getrange(keys.chunk_output(record.id, index), 0, 23)
     start = 0
     for index, head in enumerate(pipe.execute()):
         if not head:
             continue  # failed, or not finished yet: follow decides
-        first = int(head[8 : head.index(b",")])
-        if first > line:
+        if line_of(head) > line:
             break
         start = index
     return start

@@ -29,10 +29,14 @@ def to_csv(jsonl: bytes) -> bytes:
     return buf.getvalue().encode()
 
 
+def line_of(row: bytes) -> int:
+    """The input line of a JSONL row (or of a chunk's first row) without parsing it: rows start ``{"line":N,``."""
+    return int(row[8 : row.index(b",")])
+
+
 def rows_from_line(jsonl: bytes, first_line: int) -> bytes:
-    """The rows of a chunk whose input line is ``first_line`` or later (rows start with ``{"line":N,``)."""
-    kept = [row for row in jsonl.splitlines(keepends=True) if int(row[8 : row.index(b",")]) >= first_line]
-    return b"".join(kept)
+    """The rows of a chunk whose input line is ``first_line`` or later."""
+    return b"".join(row for row in jsonl.splitlines(keepends=True) if line_of(row) >= first_line)
 
 
 def format_for(path: Path | None, fmt: str | None) -> str:

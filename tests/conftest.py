@@ -62,17 +62,8 @@ class RedisServer:
             "--logfile",
             str(self.directory / "redis.log"),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server on port {self.port} did not start") from None
-                time.sleep(0.05)
+        self.proc = launch_redis(args, client, self.directory / "redis.log")
         client.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -87,6 +78,21 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port, socket_connect_timeout=2)
+
+
+def launch_redis(args: list[str], client: redis.Redis, log: Path, *, timeout: float = 10) -> subprocess.Popen[bytes]:
+    """Start redis-server with ``args`` and return it once ``client`` gets an answer to PING (its log tail if not)."""
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"redis-server did not start:\n{tail}") from None
+            time.sleep(0.05)
 
 
 def base_env(url: str, **extra: str) -> dict[str, str]:

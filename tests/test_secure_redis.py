@@ -18,7 +18,7 @@ import redis
 
 from sentq.errors import ConfigError
 from sentq.settings import Settings
-from tests.conftest import REPO, ApiServer, Worker, decode_message, free_port, restore, run_sentq
+from tests.conftest import REPO, ApiServer, Worker, decode_message, free_port, launch_redis, restore, run_sentq
 
 ACL_FILE = REPO / "deploy" / "redis-acl.conf"
 PASSWORD = "Pw-5f3a9c1e77d24b0c"
@@ -147,18 +147,7 @@ class SecureRedis:
                 "--tls-ca-cert-file", str(self.certs.ca),
                 "--tls-auth-clients", self.auth_clients,
             ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        client = self.admin()
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server did not start:\n{log}") from None
-                time.sleep(0.05)
+        self.proc = launch_redis(args, self.admin(), self.directory / "redis.log")
         return self
 
     def admin(self) -> redis.Redis:

@@ -18,7 +18,7 @@ from sentq import control, errors
 from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets
 from sentq.web.auth import can_read, can_write, settings_of
-from sentq.web.schemas import Job, JobDetail, JobPage, Retried
+from sentq.web.schemas import Job, JobDetail, JobPage, Retried, raw_body
 from sentq.web.upload import BodyStream, too_large
 
 log = logging.getLogger("sentq.api")
@@ -73,12 +73,7 @@ def input_format(content_type: str | None, fmt: str | None, encoding: str | None
     dependencies=[Depends(can_write)],
     description=UPLOAD_DOC,
     responses={200: {"model": Job, "description": "An earlier upload with the same Idempotency-Key made this job."}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in CONTENT_TYPES},
-        }
-    },
+    openapi_extra=raw_body(CONTENT_TYPES, required=True),
 )
 async def submit(
     request: Request,

@@ -13,7 +13,7 @@ from sentq import lifecycle
 from sentq.errors import PayloadTooLargeError, UnsupportedFormatError
 from sentq.settings import Settings
 from sentq.web.auth import can_read, can_write, settings_of
-from sentq.web.schemas import ModelList, ModelSwitched, RetrainQueued
+from sentq.web.schemas import ModelList, ModelSwitched, RetrainQueued, raw_body
 from sentq.web.upload import too_large
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -45,12 +45,7 @@ LABELLED = {"text/csv": ".csv", "application/x-ndjson": ".jsonl", "application/j
     status_code=202,
     response_model=RetrainQueued,
     dependencies=[Depends(can_write)],
-    openapi_extra={
-        "requestBody": {
-            "required": False,
-            "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in LABELLED},
-        }
-    },
+    openapi_extra=raw_body(LABELLED, required=False),
 )
 async def retrain(
     request: Request,

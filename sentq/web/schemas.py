@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from sentq.control import DeadWorker, WorkerInfo
+
+
+def raw_body(media_types: Iterable[str], *, required: bool) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its body as a stream (no pydantic model): bytes of these types."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {"requestBody": {"required": required, "content": dict.fromkeys(media_types, binary)}}
 
 
 class TaskId(BaseModel):
