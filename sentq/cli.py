@@ -117,7 +117,10 @@ def worker(
 
     Extra options after -- go to `celery worker` as they are, e.g. `sentq worker -- --without-mingle`.
     """
+    from sentq import control
+
     settings = load_settings()
+    control.check_login(settings)  # a wrong password is exit 3 now; a server still down is waited for by Celery
     argv = [sys.executable, "-m", "celery", "-A", "sentq.worker", "worker", "--pool", "prefork", "--loglevel", loglevel]
     argv += ["--queues", queues or f"{settings.queue},{settings.retrain_queue}"]
     argv += ["--concurrency", str(concurrency or os.cpu_count() or 1)]
@@ -623,13 +626,15 @@ def beat(
     """Run Celery beat: `sentq.retrain` on SENTQ_RETRAIN_SCHEDULE (cron, UTC, or seconds).
 
     Run one on each of several hosts: one holds a lock in Redis and schedules, the others wait and take over
-    when it dies. Extra options after -- go to `celery beat` as they are.
+    when it dies. A beat that loses Redis or its lock (a restart, a failover) starts again as a standby once
+    Redis answers. Extra options after -- go to `celery beat` as they are.
     """
     from sentq import lifecycle
 
-    argv = lifecycle.beat_argv(load_settings(), loglevel=loglevel, extra=list(ctx.args))
+    settings = load_settings()
+    argv = lifecycle.beat_argv(settings, loglevel=loglevel, extra=list(ctx.args))
     sys.stdout.flush()
-    os.execv(sys.executable, argv)
+    raise typer.Exit(lifecycle.run_beat(settings, argv))
 
 
 def _when(ts: float) -> str:

@@ -7,17 +7,21 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import redis
 from kombu.exceptions import OperationalError
 
 from sentq import control, registry, schedule, store
 from sentq.dataset import Dataset
 from sentq.errors import InputError, JobTimeoutError, ModelError
-from sentq.settings import Settings
+from sentq.settings import Settings, mask_url
 
 # Labels `sentq retrain --data` accepts (case-insensitive), and what they mean.
 LABELS = {"positive": 1, "negative": 0, "1": 1, "0": 0}
@@ -212,3 +216,65 @@ def beat_argv(settings: Settings, *, loglevel: str, extra: list[str]) -> list[st
     schedule.parse(settings.retrain_schedule)
     argv = [sys.executable, "-m", "celery", "-A", "sentq.worker", "beat", "-S", "redbeat.RedBeatScheduler"]
     return argv + ["--loglevel", loglevel, *extra]
+
+
+# A celery beat that dies this soon after starting, this many times in a row while Redis answers, is not restarted.
+BEAT_QUICK_FAIL_S = 10.0
+BEAT_QUICK_FAILS = 3
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: SIGTERM it when its parent (`sentq beat`) dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def redis_answers(settings: Settings) -> bool:
+    """Whether the backend Redis answers now (a fresh client: behind Sentinels, asks them where the master is)."""
+    client = store.connect(settings)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    finally:
+        store.close(client)
+
+
+def run_beat(settings: Settings, argv: list[str], *, say: Any = None) -> int:
+    """Run `celery beat` (``argv``) and keep it running: RedBeat exits when it loses Redis or its lock (a restart, a
+    Sentinel failover, a cut link); this starts it again, as a standby, once Redis answers. SIGTERM/SIGINT/SIGHUP
+    are passed to it once (it releases its lock and exits) and end the loop; it gets SIGTERM if this process dies.
+    Returns its exit code."""
+    say = say or (lambda message: print(f"sentq beat: {message}", file=sys.stderr, flush=True))
+    stopping: list[int] = []
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        stopping.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    quick = 0
+    while not stopping:
+        started = time.monotonic()
+        # Its own session: a Ctrl-C or a signal to this process group reaches it once, through forward().
+        child = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        code = child.wait()
+        if stopping or code in (0, 2):
+            return code
+        quick = quick + 1 if time.monotonic() - started < BEAT_QUICK_FAIL_S else 0
+        if quick >= BEAT_QUICK_FAILS:
+            say(f"celery beat exited with {code} {quick} times within {BEAT_QUICK_FAIL_S:g}s of starting; giving up")
+            return code
+        say(f"celery beat exited with {code} (lost Redis or its lock); starting it again once Redis answers")
+        waited = time.monotonic()
+        while not stopping and not redis_answers(settings):
+            if time.monotonic() - waited > 60:
+                say(f"still waiting for Redis at {mask_url(settings.backend_url)}")
+                waited = time.monotonic()
+            time.sleep(1)
+    return 0

@@ -11,7 +11,7 @@ from celery.schedules import schedule as interval
 
 from sentq import keys
 from sentq.errors import ConfigError
-from sentq.settings import Settings, redis_ssl_options
+from sentq.settings import Settings, is_sentinel, parse_sentinel_url, redis_ssl_options
 
 ENTRY = "retrain"
 # Beat ticks at most this far apart; on a fast schedule, twice per period (so a run is never late by a whole tick).
@@ -91,13 +91,35 @@ def beat_config(settings: Settings) -> dict[str, Any]:
         beat_scheduler="redbeat.RedBeatScheduler",
         beat_max_loop_interval=loop_s,
         beat_schedule=entries,
-        redbeat_redis_url=settings.backend_url,
-        # Without it redbeat falls back to broker_use_ssl, the broker's TLS options, not the backend's.
-        redbeat_redis_use_ssl=redis_ssl_options(settings.backend_url) or False,
-        redbeat_redis_options={
-            "socket_connect_timeout": settings.connect_timeout_s,
-            "socket_timeout": max(settings.connect_timeout_s, 10.0),
-        },
+        **redbeat_redis(settings),
         redbeat_key_prefix=keys.REDBEAT_PREFIX,
         redbeat_lock_timeout=math.ceil(loop_s * LOCK_TICKS),
     )
+
+
+def redbeat_redis(settings: Settings) -> dict[str, Any]:
+    """RedBeat's connection to the backend Redis. Behind Sentinels, redbeat spells it ``redis-sentinel://`` with the
+    Sentinels' addresses and the master's name in its options (it asks them for the master after a failover)."""
+    timeouts = {"socket_connect_timeout": settings.connect_timeout_s, "socket_timeout": settings.socket_timeout_s}
+    url = settings.backend_url
+    if is_sentinel(url):
+        parsed = parse_sentinel_url(url)
+        return {
+            "redbeat_redis_url": "redis-sentinel://",
+            "redbeat_redis_use_ssl": False,
+            "redbeat_redis_options": {
+                "sentinels": parsed.nodes,
+                "service_name": settings.sentinel_master,
+                "db": parsed.db,
+                "password": parsed.password,
+                "username": parsed.username,
+                "socket_timeout": settings.socket_timeout_s,
+                "sentinel_kwargs": timeouts,
+            },
+        }
+    return {
+        "redbeat_redis_url": url,
+        # Without it redbeat falls back to broker_use_ssl, the broker's TLS options, not the backend's.
+        "redbeat_redis_use_ssl": redis_ssl_options(url) or False,
+        "redbeat_redis_options": timeouts,
+    }

@@ -14,8 +14,12 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from sentq.errors import ConfigError
 
-BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+# Celery's and kombu's spelling of Redis behind Sentinels: sentinel://[USER:PASS@]HOST:PORT[/DB] for each Sentinel,
+# joined by ";", the password (and db) of the master taken from the first; the master's name is SENTQ_SENTINEL_MASTER.
+SENTINEL_SCHEME = "sentinel"
+SENTINEL_PORT = 26379
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 APP_NAME = "sentq"
 # redis-py's TLS options, spelled as its ``from_url`` reads them from a rediss:// URL's query, and the values of
@@ -66,7 +70,10 @@ DEFAULT_DATA_DIR = default_data_dir()
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to print and log)."""
+    """Return ``url`` with any password replaced by ``***`` (safe to print and log); each URL of a ";"-joined list
+    (Sentinels) is masked alike."""
+    if ";" in url:
+        return ";".join(mask_url(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -109,6 +116,36 @@ def redis_ssl_options(url: str) -> dict[str, Any] | None:
     return options
 
 
+def is_sentinel(url: str) -> bool:
+    return urlsplit(url.split(";", 1)[0]).scheme == SENTINEL_SCHEME
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A ``sentinel://`` URL list taken apart as redis-py's ``Sentinel`` wants it."""
+
+    nodes: list[tuple[str, int]]
+    db: int
+    username: str | None
+    password: str | None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """``sentinel://:pw@h1:26379/0;sentinel://h2:26380`` -> the Sentinels' addresses and the master's db and
+    credentials, read from the first URL that gives them (kombu reads them from the first)."""
+    nodes: list[tuple[str, int]] = []
+    db, username, password = 0, None, None
+    for n, part in enumerate(p for p in url.split(";") if p.strip()):
+        parts = urlsplit(part.strip())
+        nodes.append((parts.hostname or "", parts.port or SENTINEL_PORT))
+        if n == 0:
+            path = parts.path.strip("/")
+            db = int(path) if path.isdigit() else 0
+            username = parts.username or None
+            password = parts.password
+    return SentinelURL(nodes, db, username, password)
+
+
 def mask_secrets(text: str) -> str:
     """Mask every URL password inside a free-form message (errors from libraries quote URLs)."""
     return re.sub(r"([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
@@ -123,6 +160,8 @@ class Settings:
     result_backend: str | None = None
     queue: str = "sentq"
     retrain_queue: str = "sentq.retrain"
+    # The master's name the Sentinels monitor (`sentinel monitor NAME ...`); needed by sentinel:// URLs.
+    sentinel_master: str = ""
     # Texts per task. `make bench` swept 1k/5k/20k: Celery's fixed cost per task (events, acks, process recycling
     # every max_tasks_per_child tasks) made 20k the fastest end to end on 2 cores (bench/RESULTS.md).
     chunk_size: int = 20_000
@@ -150,6 +189,12 @@ class Settings:
         _check_url("SENTQ_BROKER_URL", self.broker_url, BROKER_SCHEMES)
         if self.result_backend is not None:
             _check_url("SENTQ_RESULT_BACKEND", self.result_backend, REDIS_SCHEMES)
+        for var, url in (("SENTQ_BROKER_URL", self.broker_url), ("SENTQ_RESULT_BACKEND", self.result_backend or "")):
+            if is_sentinel(url) and not self.sentinel_master.strip():
+                raise ConfigError(
+                    f"{var} is a sentinel:// URL ({mask_url(url)}): set SENTQ_SENTINEL_MASTER to the name of the "
+                    "master the Sentinels monitor (the NAME in their `sentinel monitor NAME HOST PORT QUORUM`)"
+                )
         for name in (
             "chunk_size",
             "task_time_limit_s",
@@ -234,19 +279,32 @@ class Settings:
         """The Redis that holds results, job records and the model registry."""
         if self.result_backend:
             return self.result_backend
-        if urlsplit(self.broker_url).scheme in REDIS_SCHEMES:
+        if self.broker_is_redis:
             return self.broker_url
         return DEFAULT_REDIS_URL
 
     @property
     def broker_is_redis(self) -> bool:
-        return urlsplit(self.broker_url).scheme in REDIS_SCHEMES
+        return urlsplit(self.broker_url.split(";", 1)[0]).scheme in REDIS_SCHEMES
 
     @property
     def broker_family(self) -> str:
         """ "redis" or "amqp": the workers that reconcile a job are the ones on its kind of broker (an installation
         has one broker; hosts may spell its URL differently)."""
         return "redis" if self.broker_is_redis else "amqp"
+
+    def sentinel_options(self, url: str) -> dict[str, Any]:
+        """kombu's and Celery's transport options for a ``sentinel://`` URL: the master's name, and timeouts for the
+        Sentinels themselves (else a dead Sentinel is waited on for the OS's TCP timeout). Empty for other URLs."""
+        if not is_sentinel(url):
+            return {}
+        timeouts = {"socket_connect_timeout": self.connect_timeout_s, "socket_timeout": self.socket_timeout_s}
+        return {"master_name": self.sentinel_master, "sentinel_kwargs": timeouts}
+
+    @property
+    def socket_timeout_s(self) -> float:
+        """How long a Redis command may take before the connection is called lost."""
+        return max(self.connect_timeout_s, 10.0)
 
     @property
     def soft_time_limit_s(self) -> int:
@@ -284,6 +342,31 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
 
 
 def _check_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
+    if ";" in url or is_sentinel(url):
+        parts = [p.strip() for p in url.split(";") if p.strip()]
+        if not parts:
+            raise ConfigError(f"{var} is empty")
+        for part in parts:
+            if urlsplit(part).scheme != SENTINEL_SCHEME:
+                raise ConfigError(
+                    f"{var}: only sentinel:// URLs can be joined with ';' (one per Sentinel), got {mask_url(part)!r} "
+                    "in " + repr(mask_url(url))
+                )
+            _check_one_url(var, part, (SENTINEL_SCHEME,))
+        given = [urlsplit(part).path.strip("/") for part in parts]
+        if any(db and not db.isdigit() for db in given):
+            raise ConfigError(f"{var}: the database in {mask_url(url)!r} must be a number, e.g. sentinel://h1:26379/0")
+        first = int(given[0] or 0)
+        if any(db and int(db) != first for db in given[1:]):
+            raise ConfigError(
+                f"{var}: the sentinel:// URLs in {mask_url(url)!r} name different databases; give it once, on the "
+                "first URL (Celery and kombu read the database, user and password from the first)"
+            )
+        return
+    _check_one_url(var, url, schemes)
+
+
+def _check_one_url(var: str, url: str, schemes: tuple[str, ...]) -> None:
     shown = mask_url(url)
     try:
         parts = urlsplit(url)

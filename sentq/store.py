@@ -3,42 +3,108 @@
 from __future__ import annotations
 
 import os
+import time
 
 import redis
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from sentq.errors import BrokerUnavailableError
-from sentq.settings import Settings, mask_secrets, mask_url
+from sentq.settings import Settings, is_sentinel, mask_secrets, mask_url, parse_sentinel_url
 
 
 def connect(settings: Settings, *, url: str | None = None) -> redis.Redis:
-    """A client for the backend Redis (results, jobs, registry); connects lazily, on first command."""
-    return redis.Redis.from_url(
-        url or settings.backend_url,
-        socket_connect_timeout=settings.connect_timeout_s,
-        socket_timeout=max(settings.connect_timeout_s, 10.0),
-        health_check_interval=30,
-    )
+    """A client for the backend Redis (results, jobs, registry); connects lazily, on first command.
+
+    Behind Sentinels (a ``sentinel://`` URL list) it is redis-py's master client: each new connection asks the
+    Sentinels where the master is, so after a failover the next command reaches the promoted replica."""
+    url = url or settings.backend_url
+    timeouts = {
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "socket_timeout": settings.socket_timeout_s,
+    }
+    if is_sentinel(url):
+        parsed = parse_sentinel_url(url)
+        sentinel = Sentinel(parsed.nodes, sentinel_kwargs=dict(timeouts))  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            settings.sentinel_master,
+            redis_class=redis.Redis,
+            db=parsed.db,
+            username=parsed.username,
+            password=parsed.password,
+            health_check_interval=30,
+            **timeouts,
+        )
+        return client
+    return redis.Redis.from_url(url, health_check_interval=30, **timeouts)
+
+
+# How long a command waits for Sentinels that know the master but report none healthy (a failover under way: the
+# primary is down and a replica not yet promoted) before it gives up. A failover takes down-after-milliseconds plus
+# an election: seconds.
+FAILOVER_WAIT_S = 30.0
 
 
 def check(client: redis.Redis, settings: Settings, *, url: str | None = None) -> redis.Redis:
-    """PING ``client``; raise BrokerUnavailableError naming the (masked) URL and what to check."""
-    try:
-        client.ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise unavailable(url or settings.backend_url, exc) from None
-    except redis.AuthenticationError as exc:
-        raise unavailable(url or settings.backend_url, exc) from None
-    return client
+    """PING ``client``; raise BrokerUnavailableError naming the (masked) URL and what to check. Behind Sentinels that
+    answer, a master that does not is waited for (up to FAILOVER_WAIT_S: a failover under way); a master name they
+    do not monitor fails at once."""
+    url = url or settings.backend_url
+    deadline = time.monotonic() + FAILOVER_WAIT_S
+    while True:
+        try:
+            client.ping()
+            return client
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            known = monitored(client)  # None unless behind Sentinels that answer
+            if known is None:
+                raise unavailable(url, exc) from None
+            if settings.sentinel_master not in known:
+                names = ", ".join(sorted(known)) or "none"
+                hint = f"The Sentinels monitor: {names}. Set SENTQ_SENTINEL_MASTER to the right one."
+                raise unavailable(url, exc, hint=hint) from None
+            if time.monotonic() > deadline:
+                hint = f"The Sentinels found no master that answers for {FAILOVER_WAIT_S:g}s."
+                raise unavailable(url, exc, hint=hint) from None
+            time.sleep(0.5)
 
 
-def unavailable(url: str, exc: BaseException) -> BrokerUnavailableError:
-    """The one message for an unreachable Redis or broker."""
+def close(client: redis.Redis) -> None:
+    """Close ``client``'s connections, and those to its Sentinels if it has any."""
+    client.close()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if manager is not None:
+        manager.close()
+
+
+def monitored(client: redis.Redis) -> set[str] | None:
+    """The master names the Sentinels behind ``client`` monitor (None: not a Sentinel client, or none answers)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    if manager is None:
+        return None
+    names: set[str] | None = None
+    for sentinel in manager.sentinels:
+        try:
+            found = sentinel.sentinel_masters()
+        except (redis.ConnectionError, redis.TimeoutError):
+            continue
+        names = (names or set()) | {text(name) for name in found}
+    return names
+
+
+def unavailable(url: str, exc: BaseException, *, hint: str = "") -> BrokerUnavailableError:
+    """The one message for an unreachable Redis or broker (``hint``: what to check, when the caller knows better)."""
     detail = mask_secrets(str(exc)).strip().rstrip(".") or type(exc).__name__
-    hint = (
-        "Are the user and password in the URL right, and is the user enabled (deploy/redis-acl.conf)?"
-        if isinstance(exc, redis.AuthenticationError)
-        else "Is the server running and the URL right?"
-    )
+    if hint:
+        pass
+    elif isinstance(exc, redis.AuthenticationError):
+        hint = "Are the user and password in the URL right, and is the user enabled (deploy/redis-acl.conf)?"
+    elif isinstance(exc, MasterNotFoundError) or is_sentinel(url):
+        hint = (
+            "Do the Sentinels answer, and is SENTQ_SENTINEL_MASTER the name they monitor "
+            "(`redis-cli -p 26379 sentinel masters`)?"
+        )
+    else:
+        hint = "Is the server running and the URL right?"
     return BrokerUnavailableError(
         f"cannot reach {mask_url(url)}: {detail}. {hint} Set SENTQ_BROKER_URL (and SENTQ_RESULT_BACKEND) to change it."
     )

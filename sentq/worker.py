@@ -47,7 +47,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "interval_step": 0.3,
         "interval_max": 0.5,
         "socket_connect_timeout": settings.connect_timeout_s,
-        "socket_timeout": max(settings.connect_timeout_s, 10.0),
+        "socket_timeout": settings.socket_timeout_s,
     }
     return dict(
         broker_url=settings.broker_url,
@@ -62,12 +62,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options=transport if settings.broker_is_redis else {},
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options=(transport | settings.sentinel_options(settings.broker_url))
+        if settings.broker_is_redis
+        else {},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s}
+        | settings.sentinel_options(settings.backend_url),
         broker_connection_timeout=settings.connect_timeout_s,
         broker_connection_retry_on_startup=True,
         redis_socket_connect_timeout=settings.connect_timeout_s,
-        redis_socket_timeout=max(settings.connect_timeout_s, 10.0),
+        redis_socket_timeout=settings.socket_timeout_s,
         redis_retry_on_timeout=True,
         task_publish_retry=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5},
