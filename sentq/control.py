@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import jobs, keys, ledger, store
-from sentq.errors import ConfigError, InputError, JobNotFoundError, JobStateError
+from sentq.errors import BrokerUnavailableError, ConfigError, InputError, JobNotFoundError, JobStateError
 from sentq.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +44,25 @@ def check_broker(settings: Settings) -> None:
             conn.ensure_connection(max_retries=1, timeout=settings.connect_timeout_s)
     except Exception as exc:  # kombu raises many types (OperationalError, socket errors, AccessRefused...)
         raise store.unavailable(settings.broker_url, exc) from None
+
+
+def check_login(settings: Settings) -> None:
+    """Refuse at once credentials that the backend Redis or the broker rejects (BrokerUnavailableError, URL masked).
+
+    A server that does not answer passes: a worker started before its servers waits for them (Celery retries on
+    startup). A wrong password never comes right by waiting; Celery would end in a traceback (RabbitMQ) or retry.
+    """
+    from amqp.exceptions import AccessRefused  # type: ignore[import-untyped]
+
+    for check in (connect, check_broker):
+        try:
+            check(settings)
+        except BrokerUnavailableError as exc:
+            cause: BaseException | None = exc
+            while cause is not None:  # the library's error is kept as the context of ours (``raise ... from None``)
+                if isinstance(cause, redis.AuthenticationError | AccessRefused):
+                    raise
+                cause = cause.__cause__ or cause.__context__
 
 
 def submit(

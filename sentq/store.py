@@ -98,6 +98,8 @@ def unavailable(url: str, exc: BaseException, *, hint: str = "") -> BrokerUnavai
         pass
     elif isinstance(exc, redis.AuthenticationError):
         hint = "Are the user and password in the URL right, and is the user enabled (deploy/redis-acl.conf)?"
+    elif type(exc).__name__ == "AccessRefused":  # amqp's: RabbitMQ refused the login
+        hint = "Are the user and password in the URL right, and may the user use the vhost (rabbitmqctl list_users)?"
     elif isinstance(exc, MasterNotFoundError) or is_sentinel(url):
         hint = (
             "Do the Sentinels answer, and is SENTQ_SENTINEL_MASTER the name they monitor "

@@ -325,7 +325,7 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         return "failed"
     wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
     seen = json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)})
-    patiently(
+    counted = patiently(
         ledger.complete,
         client,
         job_id,
@@ -339,6 +339,9 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
     )
     if probing:
         patiently(ledger.probe_clear, client, job_id, index)
+    if not counted:  # another delivery wrote it first (e.g. this worker was cut off and the chunk re-sent)
+        log.info("chunk %d of job %s was already written by another delivery; this one changed nothing", index, job_id)
+        return "duplicate"
     return "done" if not bad else "partial"
 
 

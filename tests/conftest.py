@@ -35,6 +35,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     appendonly: bool = False
+    # Addresses to listen on, space-separated (tests/netns.py adds its bridge's); PING comes over 127.0.0.1.
+    bind: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,7 +52,11 @@ class RedisServer:
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            *self.bind.split(),
+            # Without a password Redis answers other addresses only with protected mode off (tests/netns.py: a
+            # private bridge only the test's own namespaces reach).
+            "--protected-mode",
+            "yes" if self.bind == "127.0.0.1" else "no",
             "--dir",
             str(self.directory),
             "--save",
@@ -115,11 +121,16 @@ class Worker:
     # A whole environment and working directory of their own (a test host), instead of base_env in the checkout.
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    # Run through this command first (a test host in a network namespace: ["ip", "netns", "exec", NAME]).
+    prefix: list[str] = field(default_factory=list)
+    queues: str | None = None  # `sentq worker -Q` (default: the scoring and retrain queues)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 60) -> Worker:
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        cmd = SENTQ + [
+        cmd = [
+            *self.prefix,
+            *SENTQ,
             "worker",
             "-c",
             str(self.concurrency),
@@ -127,6 +138,7 @@ class Worker:
             self.name,
             "-l",
             "INFO",
+            *(["-Q", self.queues] if self.queues else []),
             "--",
             "--without-gossip",
             "--without-mingle",
@@ -191,6 +203,14 @@ def tmp_root() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="sentq-tests-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_root: Path) -> Any:
+    """sentq's wheel, built once per session (offline) and installed into a directory of its own (tests/hosts.py)."""
+    from tests.hosts import install_wheel
+
+    return install_wheel(tmp_root / "installed")
 
 
 @pytest.fixture(scope="session")
