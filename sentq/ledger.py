@@ -29,7 +29,8 @@ from sentq.store import text
 BEAT_EVERY_S = 2.0
 BEAT_TTL_S = 10
 # One reconciler sweeps every RECONCILE_EVERY_S; its lock outlives three missed sweeps, then another worker takes over.
-# A dead host's chunks are re-sent at most BEAT_TTL_S + RECONCILE_EVERY_S (15 s) after its death: under the 30 s goal.
+# A dead host's chunks are re-sent at most BEAT_TTL_S + RECONCILE_EVERY_S (15 s) after its death, or LOCK_TTL_S +
+# RECONCILE_EVERY_S (20 s) when the dead host held the reconciler's lock: under the 30 s goal.
 RECONCILE_EVERY_S = 5.0
 LOCK_TTL_S = 15
 # A pending chunk no message can still be carrying is re-sent once its last message is this old: well above the

@@ -158,6 +158,46 @@ def test_two_hosts_score_one_job_together(lan: Lan, tmp_path: Path) -> None:
     assert not any(h.data_dir.exists() for h in lan.hosts)
 
 
+def test_a_host_scores_over_tls_with_client_certificates_as_the_acl_user(lan: Lan, tmp_path: Path) -> None:
+    """Redis with only a TLS port on the bridge and loopback (server certificate for both addresses, client
+    certificates required, default user off, the ACL user of deploy/redis-acl.conf): a worker on host a reaches it
+    at the bridge's address with a rediss:// URL; a job submitted from the test's own host is scored there."""
+    from tests.test_secure_redis import PASSWORD, Certs, SecureRedis, make_ca, make_cert
+
+    d = tmp_path / "certs"
+    d.mkdir()
+    ca = make_ca(d, "ca")
+    gateway = lan.network.gateway
+    san = f"subjectAltName=IP:{gateway},IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+    server_cert, server_key = make_cert(d, "ca", "server", san)
+    client_cert, client_key = make_cert(d, "ca", "client", "extendedKeyUsage=clientAuth")
+    certs = Certs(ca, ca, server_cert, server_key, client_cert, client_key)
+    (tmp_path / "redis").mkdir()
+    server = SecureRedis(tmp_path / "redis", certs=certs, plain=False, tls=True, auth_clients="yes")
+    server.bind = f"{gateway} 127.0.0.1"
+    server.start()
+    try:
+        restore(server.admin(), lan.base)  # the training set and v1, as the other tests' Redis has them
+        local = server.tls_url(client_cert=True)
+        remote = local.replace("@127.0.0.1:", f"@{gateway}:")
+        host = replace(lan.hosts[0], url=remote)
+        w = host.worker("tls")
+        try:
+            src = tmp_path / "texts.txt"
+            texts = write_lines(src, 20_000)
+            out = tmp_path / "rows.jsonl"
+            done = run_sentq(["submit", str(src), "--chunk-size", "5000", "--wait", "-o", str(out)], local, timeout=120)
+            assert done.returncode == 0, done.stderr + w.output()
+        finally:
+            w.stop()
+        assert [r["text"] for r in rows_of(out)] == texts
+        assert chunks_done_by(w.log_path) == 4  # all of it scored on the host, over TLS
+        assert server.denials() == []
+        assert PASSWORD not in done.stderr + w.output()
+    finally:
+        server.stop()
+
+
 def worker_stats(client: redis.Redis, prefix: str) -> bytes | None:
     """What the worker named ``prefix``@... recorded with its last chunk (written with the chunk's rows)."""
     for name, value in client.hgetall(keys.WORKER_STATS).items():

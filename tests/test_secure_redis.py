@@ -109,6 +109,7 @@ class SecureRedis:
     plain: bool = True
     tls: bool = False
     auth_clients: str = "no"
+    bind: str = "127.0.0.1"  # addresses, space-separated (a test host's bridge too: tests/test_hosts.py)
     port: int = field(default_factory=free_port)
     tls_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -130,7 +131,7 @@ class SecureRedis:
         args = [
             "redis-server",
             "--port", str(self.port if self.plain else 0),
-            "--bind", "127.0.0.1",
+            "--bind", *self.bind.split(),
             "--dir", str(self.directory),
             "--save", "",
             "--appendonly", "no",
