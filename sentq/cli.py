@@ -140,6 +140,10 @@ Output = Annotated[
 OutFormat = Annotated[str | None, typer.Option("--out-format", help="jsonl or csv (default: by --output suffix).")]
 Timeout = Annotated[float | None, typer.Option("--timeout", help="Give up waiting after this many seconds (exit 4).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Forget = Annotated[
+    bool,
+    typer.Option("--forget", help="Once every row is written and the job is done, free its keys in Redis (forget)."),
+]
 
 
 @command()
@@ -158,6 +162,7 @@ def submit(
     output: Output = None,
     out_format: OutFormat = None,
     timeout: Timeout = None,
+    forget: Forget = False,
 ) -> None:
     """Submit a file of texts as one job; prints its id at once (alone on stdout when piped)."""
     from sentq import control
@@ -167,8 +172,10 @@ def submit(
     source = TextSource(path, fmt=fmt, column=column, field=field, max_chars=settings.max_text_chars)
     announce = print_job_id if not wait else lambda job_id: err.print(f"job {job_id} submitted; following it")
     record = control.submit(settings, source, model_version=model, on_created=announce)
+    if forget and not wait:
+        raise typer.BadParameter("--forget needs --wait (it frees the job once its rows are downloaded)")
     if wait:
-        follow_job(settings, record.id, output=output, out_format=out_format, timeout=timeout)
+        follow_job(settings, record.id, output=output, out_format=out_format, timeout=timeout, forget=forget)
 
 
 def plural(n: int, noun: str) -> str:
@@ -191,13 +198,20 @@ def wait(
     output: Output = None,
     out_format: OutFormat = None,
     timeout: Timeout = None,
+    forget: Forget = False,
 ) -> None:
     """Follow a job to its end, streaming its rows in input order (JSONL to stdout by default)."""
-    follow_job(load_settings(), job_id, output=output, out_format=out_format, timeout=timeout)
+    follow_job(load_settings(), job_id, output=output, out_format=out_format, timeout=timeout, forget=forget)
 
 
 def follow_job(
-    settings: Settings, job_id: str, *, output: Path | None, out_format: str | None, timeout: float | None
+    settings: Settings,
+    job_id: str,
+    *,
+    output: Path | None,
+    out_format: str | None,
+    timeout: float | None,
+    forget: bool = False,
 ) -> None:
     from rich.markup import escape
 
@@ -232,12 +246,16 @@ def follow_job(
         err.print(
             f"[red]job {job_id} finished with {escape(describe_failures(failures))}[/red]; {sink.rows:,} rows{where}. "
             f"See `sentq status {job_id}`, re-run them with `sentq retry {job_id}`"
+            + (" (not forgotten: --forget frees only a job that is done)" if forget else "")
         )
         raise typer.Exit(EXIT_FAILED_CHUNKS)
     err.print(
         f"job {job_id} {record.state.value}: {sink.rows:,} rows{where} "
-        f"({record.texts_per_s:,.0f} texts/s, model {record.model_version})"
+        f"({record.texts_per_s:,.0f} texts/s since it was submitted, model {record.model_version})"
     )
+    if forget and record.state.value == "done":
+        freed = control.forget(settings, job_id)
+        err.print(f"forgot job {job_id}: {freed:,} keys freed")
 
 
 @command()
@@ -271,6 +289,19 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")]) ->
 
     record = control.cancel(load_settings(), job_id)
     err.print(f"job {job_id} is {record.state.value} ({record.texts_done:,} texts were scored)")
+
+
+@command()
+def forget(job_ids: Annotated[list[str], typer.Argument(help="Finished jobs to forget.", metavar="JOB...")]) -> None:
+    """Free finished jobs' keys in Redis now (record, rows, ledger) instead of after SENTQ_RESULT_EXPIRES.
+
+    Their rows cannot be downloaded afterwards. A job still running is refused: cancel it first."""
+    from sentq import control
+
+    settings = load_settings()
+    for job_id in job_ids:
+        freed = control.forget(settings, job_id)
+        err.print(f"forgot job {job_id}: {freed:,} keys freed")
 
 
 @command()

@@ -129,6 +129,12 @@ class Job:
         """
         return control.cancel(self.settings, self.id)
 
+    def forget(self) -> int:
+        """Free the finished job's keys in Redis now (its rows cannot be read afterwards); returns how many.
+
+        Raises JobStateError while the job runs (cancel it first)."""
+        return control.forget(self.settings, self.id)
+
     def retry(self) -> list[int]:
         """Queue the job's failed chunks again (each scored whole), then ``wait`` again; returns their indexes.
 

@@ -312,6 +312,18 @@ def cancel(settings: Settings, job_id: str) -> jobs.JobRecord:
     return jobs.cancel(client, job_id)
 
 
+def forget(settings: Settings, job_id: str) -> int:
+    """Free a finished job's keys at once (record, rows, ledger); JobStateError while it runs. Returns keys freed."""
+    client = connect(settings)
+    record = jobs.get(client, job_id)
+    if not record.state.finished:
+        raise JobStateError(
+            f"job {job_id} is {record.state.value}; only a finished job can be forgotten (cancel it first: "
+            f"`sentq cancel {job_id}`)"
+        )
+    return jobs.forget(client, job_id)
+
+
 def retry(settings: Settings, job_id: str) -> list[int]:
     """Queue the job's failed chunks again; returns their indexes (JobStateError if it has none)."""
     client = connect(settings)

@@ -118,10 +118,12 @@ class JobRecord:
 
     @property
     def texts_per_s(self) -> float:
-        if not self.first_started or not self.texts_done:
+        """Texts scored per second of wall time since the job was created (what a stopwatch started at submit gives:
+        reading, queueing and waiting for a worker count, not only scoring)."""
+        if not self.created or not self.texts_done:
             return 0.0
         end = self.finished_at or time.time()
-        return self.texts_done / max(end - self.first_started, 1e-3)
+        return self.texts_done / max(end - self.created, 1e-3)
 
     @property
     def eta_s(self) -> float | None:
@@ -335,3 +337,22 @@ def pin_model(client: redis.Redis, job_id: str, ref: str) -> str:
     """Pin ``ref`` on a job submitted before any model existed; the first chunk to get here decides."""
     client.hsetnx(keys.job(job_id), "model", ref)
     return text(client.hget(keys.job(job_id), "model") or ref)
+
+
+def forget(client: redis.Redis, job_id: str) -> int:
+    """Delete every key of a job now (its record first, so a late delivery of one of its chunks finds no job and
+    writes nothing), and drop it from the job index; returns how many keys were freed."""
+    freed = int(client.unlink(keys.job(job_id)))
+    pipe = client.pipeline(transaction=False)
+    pipe.zrem(keys.JOBS_INDEX, job_id)
+    pipe.zrem(keys.ACTIVE_JOBS, job_id)
+    pipe.execute()
+    batch: list[str | bytes] = []
+    for name in client.scan_iter(match=keys.job(job_id) + ":*", count=10_000):
+        batch.append(name)
+        if len(batch) >= 1_000:
+            freed += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        freed += int(client.unlink(*batch))
+    return freed

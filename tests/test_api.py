@@ -183,6 +183,7 @@ def test_cancel_and_retry(redis_url: str, tmp_path: Path) -> None:
     try:
         with client(api) as http:
             job = http.post("/v1/jobs?chunk_size=10", content=texts(30)).json()["id"]
+            assert_problem(http.delete(f"/v1/jobs/{job}"), 409, "cancel it first")
             cancelled = http.post(f"/v1/jobs/{job}/cancel")
             assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
             assert_problem(http.post(f"/v1/jobs/{job}/cancel"), 409, "already cancelled")
@@ -209,6 +210,12 @@ def test_cancel_and_retry(redis_url: str, tmp_path: Path) -> None:
                 wait_state(http, job, ("done",))
                 rows = [json.loads(x)["line"] for x in http.get(f"/v1/jobs/{job}/results").iter_lines()]
                 assert rows == list(range(1, 31))
+
+                forgot = http.delete(f"/v1/jobs/{job}")
+                assert forgot.status_code == 204 and not store.keys(f"sentq:job:{job}*")
+                assert_problem(http.get(f"/v1/jobs/{job}"), 404, "no job")
+                assert job not in [j["id"] for j in http.get("/v1/jobs").json()["jobs"]]
+                assert_problem(http.delete(f"/v1/jobs/{job}"), 404, "no job")
             finally:
                 w.stop()
     finally:

@@ -174,6 +174,14 @@ def test_reattach_by_id(worker: Worker, settings: Settings) -> None:
         sentq.job("nosuchjob123", settings=settings)
 
 
+def test_forget_frees_a_finished_job(worker: Worker, settings: Settings) -> None:
+    job = sentq.submit(["great product", "awful service"], settings=settings)
+    assert job.wait(timeout=30).state == JobState.DONE
+    assert job.forget() >= 2  # at least the record and the chunk's rows
+    with pytest.raises(sentq.JobNotFoundError):
+        job.status()
+
+
 def test_wait_timeout_then_the_job_still_finishes(settings: Settings, redis_url: str, tmp_path: Path) -> None:
     """Waiting past a timeout raises JobTimeoutError and leaves the job running: once a worker comes it finishes."""
     settings = settings.replace(queue="client-late-q")  # no worker consumes it until this test starts one

@@ -287,3 +287,35 @@ def test_worker_reconnects_after_redis_restart(tmp_path: Path) -> None:
     finally:
         w.stop()
         server.stop()
+
+
+def test_wait_forget_frees_the_job_after_a_complete_download(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    """`wait -o FILE --forget` writes every row, then frees every key of the job at once; `sentq forget` refuses a
+    job that still runs; a late delivery of a forgotten job's chunk writes nothing back."""
+    from sentq import ledger
+
+    client = redis.Redis.from_url(redis_url)
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"great product {i}\n" for i in range(1, 2_001)))
+    job = run_sentq(["submit", str(src), "--chunk-size", "500"], redis_url).stdout.strip()
+    out = tmp_path / "rows.jsonl"
+    waited = run_sentq(["wait", job, "-o", str(out), "--forget"], redis_url)
+    assert waited.returncode == 0, waited.stderr
+    assert [r["line"] for r in rows_of(out.read_text())] == list(range(1, 2_001))
+    assert "since it was submitted" in waited.stderr and f"forgot job {job}" in waited.stderr
+    assert client.keys(f"sentq:job:{job}*") == [] and client.zscore("sentq:jobs", job) is None
+    gone = run_sentq(["status", job], redis_url)
+    assert gone.returncode != 0 and "no job" in gone.stderr
+    # A late delivery (a cut-off worker) of chunk 0 finds no job: nothing is written back.
+    assert not ledger.complete(client, job, 0, rows=b"{}\n", texts=1, compute_s=0.1, wait_s=0.0)
+    assert client.keys(f"sentq:job:{job}*") == []
+
+    idle = {"SENTQ_QUEUE": "forget-idle"}  # no worker consumes it: the job stays queued
+    queued = run_sentq(["submit", str(src)], redis_url, **idle).stdout.strip()
+    refused = run_sentq(["forget", queued], redis_url, **idle)
+    assert refused.returncode == 2 and f"sentq cancel {queued}" in refused.stderr
+    assert run_sentq(["cancel", queued], redis_url, **idle).returncode == 0
+    forgot = run_sentq(["forget", queued], redis_url, **idle)
+    assert forgot.returncode == 0 and "keys freed" in forgot.stderr, forgot.stderr
+    assert client.keys(f"sentq:job:{queued}*") == []
+    assert run_sentq(["submit", str(src), "--forget"], redis_url).returncode == 2  # needs --wait

@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import redis
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sentq import control, errors
 from sentq.inputs import TextSource
@@ -246,6 +246,13 @@ def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
 def cancel(job_id: str, settings: SettingsDep) -> dict[str, Any]:
     """Cancel a job that has not finished: its queued chunks are skipped, running ones finish (409 if finished)."""
     return control.cancel(settings, job_id).to_dict()
+
+
+@router.delete("/{job_id}", status_code=204, dependencies=[Depends(can_write)])
+def forget(job_id: str, settings: SettingsDep) -> Response:
+    """Free a finished job's keys now (record, rows, ledger): `sentq forget`. 409 while it runs (cancel it first)."""
+    control.forget(settings, job_id)
+    return Response(status_code=204)
 
 
 @router.post("/{job_id}/retry", response_model=Retried, dependencies=[Depends(can_write)])
