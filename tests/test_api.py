@@ -354,7 +354,10 @@ def test_models_workers_retrain_and_metrics(redis_url: str, worker: Worker, tmp_
                     for s in families["sentq_http_requests"].samples
                     if s.name == "sentq_http_requests_total"
                 }
-                if requests.get(("/v1/jobs", "POST", "202"), 0) >= 1:
+                # The upload and the status reads that followed it may reach Redis in different flushes.
+                if requests.get(("/v1/jobs", "POST", "202"), 0) >= 1 and requests.get(
+                    ("/v1/jobs/{job_id}", "GET", "200"), 0
+                ):
                     break
                 assert time.monotonic() < deadline, requests
                 time.sleep(0.1)

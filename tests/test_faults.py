@@ -142,11 +142,14 @@ def test_worker_host_vanishes_default_settings_chunk_rescued_fast(redis_url: str
     write_texts(src, 400_000)
     env = {"SENTQ_QUEUE": "vanish-q"}
     client = redis.Redis.from_url(redis_url)
-    doomed = Worker(redis_url, tmp_path / "w1.log", name="doomed@%h", env_extra=env, concurrency=1).start()
-    rescuer = Worker(redis_url, tmp_path / "w2.log", name="rescuer@%h", env_extra=env, concurrency=1).start()
+    # doomed holds its chunk 60 s (tests/hooks: SENTQ_TEST_SLOW): it is still holding it when it is killed.
+    slow = hooked(**env, SENTQ_TEST_SLOW="60")
+    doomed = Worker(redis_url, tmp_path / "w1.log", name="doomed@%h", env_extra=slow, concurrency=1).start()
+    rescuer = Worker(redis_url, tmp_path / "w2.log", name="rescuer@%h", env_extra=env, concurrency=1)
     try:
         job = run_sentq(["submit", str(src), "--chunk-size", "100000"], redis_url, **env).stdout.strip()
         wait_until(lambda: any(h.startswith("doomed@") for h in leases(client, job).values()), 30, "doomed leases")
+        rescuer.start()  # only now: started with doomed, it could take every chunk before doomed took one
         assert doomed.proc is not None
         os.killpg(doomed.proc.pid, signal.SIGKILL)  # the host vanished: no ack, no reject, no goodbye
         doomed.proc.wait()

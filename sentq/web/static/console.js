@@ -25,17 +25,28 @@ function paint(root, job) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // A confirmed action (cancel, retry) navigates away: the live stream stops first, so the job ending because of it
+  // cannot reload the page over the action's own redirect (and its message).
+  let events = null;
+  let leaving = false;
   for (const form of document.querySelectorAll("form[data-confirm]")) {
-    form.addEventListener("submit", (event) => { if (!window.confirm(form.dataset.confirm)) event.preventDefault(); });
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); return; }
+      leaving = true;
+      if (events) events.close();
+    });
   }
 
   const one = document.querySelector("[data-live-job]");
   if (one && one.dataset.finished === "no" && window.EventSource) {
-    const events = new EventSource("/v1/jobs/" + one.dataset.liveJob + "/events");
+    events = new EventSource("/v1/jobs/" + one.dataset.liveJob + "/events");
     events.addEventListener("progress", (e) => paint(one, JSON.parse(e.data)));
     // The job ended: load the page once more, so it shows its final state, failures and buttons from the server
     // (without the ?msg= of the action that led here: that flash was about the job before it ended).
-    events.addEventListener("end", () => { events.close(); window.location.replace(window.location.pathname); });
+    events.addEventListener("end", () => {
+      events.close();
+      if (!leaving) window.location.replace(window.location.pathname);
+    });
     // The server could not follow the job (Redis away, the job vanished): say so and stop; a reload tries again.
     events.addEventListener("problem", (e) => {
       events.close();
