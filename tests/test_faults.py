@@ -7,13 +7,12 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import REPO, Worker, run_sentq
+from tests.conftest import REPO, Worker, run_sentq, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +34,6 @@ def read_lines(path: Path) -> list[int]:
 
 def leases(client: redis.Redis, job: str) -> dict[int, str]:
     return {int(k): v.decode() for k, v in client.hgetall(f"sentq:job:{job}:leases").items()}
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll state (never a sleep that decides the outcome) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.02)
 
 
 def hooked(**env: str) -> dict[str, str]:

@@ -20,10 +20,10 @@ import redis
 
 from sentq import keys, ledger
 from tests import netns
-from tests.conftest import REPO, RedisServer, restore, run_sentq
+from tests.conftest import REPO, RedisServer, restore, run_sentq, wait_until
 from tests.hosts import Host, Installed
 from tests.test_beat import Beat, queued_retrains
-from tests.test_faults import deliveries, leases, read_lines, wait_until
+from tests.test_faults import deliveries, leases, read_lines
 
 
 @dataclass

@@ -13,14 +13,14 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import REPO, Worker, free_port, run_sentq, stop_group
+from tests.conftest import REPO, Worker, free_port, run_sentq, stop_group, wait_until
 
 # Debian's package puts the real scripts here (/usr/sbin/rabbitmq-server is a wrapper that runs them as the rabbitmq
 # user in /var/lib/rabbitmq, the machine's service's home); elsewhere (a generic-unix tarball) they are on PATH.
@@ -207,15 +207,6 @@ def rows_of(path: Path) -> list[dict[str, object]]:
 
 def job_field(url: str, job: str, name: str) -> int:
     return int(redis.Redis.from_url(url).hget(f"sentq:job:{job}", name) or 0)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll state (never a sleep that decides the outcome) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.05)
 
 
 def hooked(**env: str) -> dict[str, str]:

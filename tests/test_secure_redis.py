@@ -18,7 +18,17 @@ import redis
 
 from sentq.errors import ConfigError
 from sentq.settings import Settings
-from tests.conftest import REPO, ApiServer, Worker, decode_message, free_port, launch_redis, restore, run_sentq
+from tests.conftest import (
+    REPO,
+    ApiServer,
+    Worker,
+    decode_message,
+    free_port,
+    launch_redis,
+    restore,
+    run_sentq,
+    stop_process,
+)
 
 ACL_FILE = REPO / "deploy" / "redis-acl.conf"
 PASSWORD = "Pw-5f3a9c1e77d24b0c"
@@ -187,13 +197,7 @@ class SecureRedis:
         if self._admin is not None:
             self._admin.close()
             self._admin = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +21,21 @@ from sentq import store
 from sentq.errors import BrokerUnavailableError, ConfigError
 from sentq.settings import Settings
 from sentq.worker import celery_config
-from tests.conftest import SENTQ, Worker, base_env, free_port, launch_redis, restore, run_sentq, stop_group
+from tests.conftest import (
+    SENTQ,
+    Worker,
+    base_env,
+    free_port,
+    launch_redis,
+    restore,
+    run_sentq,
+    stop_group,
+    stop_process,
+    wait_until,
+)
 
 MASTER = "sentqha"
 PASSWORD = "s3ntinel-Pa55"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -47,13 +50,7 @@ class Node:
         return redis.Redis(port=self.port, socket_connect_timeout=1, socket_timeout=5, **kw)  # type: ignore[arg-type]
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig)
         self.proc = None
 
 

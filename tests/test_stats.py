@@ -4,8 +4,7 @@ add up across processes, and /metrics text as Prometheus parses it; real Redis, 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from sentq import control, jobs, keys, ledger, registry, stats
 from sentq.inputs import TextSource
 from sentq.settings import Settings
 from sentq.web.metrics import BUCKETS_S, HttpStats, render
-from tests.conftest import REPO, Worker, free_port, run_sentq
+from tests.conftest import REPO, Worker, free_port, run_sentq, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -72,15 +71,6 @@ def samples(text: bytes) -> Samples:
 
 def sample(found: Samples, name: str, **labels: str) -> float:
     return found[(name, frozenset(labels.items()))]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll state (never a sleep that decides the outcome) until ``predicate`` holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.05)
 
 
 def write_texts(path: Path, n: int, *, poison_line: int | None = None) -> None:
