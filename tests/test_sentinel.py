@@ -81,6 +81,7 @@ class SentinelSet:
             args = [binary, "--port", str(node.port), "--bind", "127.0.0.1", "--dir", str(node.directory)]
             args += ["--save", "", "--appendonly", "yes", "--maxmemory-policy", "noeviction"]
             args += ["--requirepass", PASSWORD, "--masterauth", PASSWORD, "--logfile", str(node.directory / "log")]
+            args += ["--repl-diskless-sync-delay", "0"]  # the replica's first sync at once, not 5 s later
             node.proc = launch_redis(args + extra, node.client(password=PASSWORD), node.directory / "log")
         for node in self.sentinels:
             node.directory.mkdir(parents=True)
@@ -94,8 +95,13 @@ class SentinelSet:
             )
             node.proc = launch_redis([binary, str(conf), "--sentinel"], node.client(), node.directory / "log")
         primary = self.primary.client(password=PASSWORD)
-        # Ready when the replica is in sync and every Sentinel knows the replica and the two other Sentinels.
-        wait_until(lambda: primary.info("replication").get("connected_slaves") == 1, 20, "the replica is in sync")
+        # Ready when the replica has completed its first sync (the primary lists it from the moment it asks, while
+        # the sync may still be pending: a replica promoted then would be empty) and every Sentinel knows the replica
+        # and the two other Sentinels.
+        replica = self.replica.client(password=PASSWORD)
+        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 20, "the replica is in sync")
+        replica.close()
+        assert primary.info("replication").get("connected_slaves") == 1
         for node in self.sentinels:
             sentinel = node.client()
             wait_until(
