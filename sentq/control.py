@@ -211,18 +211,22 @@ def results(settings: Settings, job_id: str, *, from_line: int = 1, yield_idle: 
 
 
 def _chunk_of_line(client: redis.Redis, record: jobs.JobRecord, line: int) -> int:
-    """The last finished chunk whose first row is at or before input ``line`` (one round trip: 24 bytes a chunk)."""
+    """The last finished chunk whose first line is at or before input ``line`` (one round trip, <100 bytes a chunk)."""
     from sentq.export import line_of
+    from sentq.rows import first_line, is_packed
 
     total = record.total_chunks if record.total_chunks is not None else record.chunks_done + record.chunks_failed
     pipe = client.pipeline(transaction=False)
     for index in range(total):
         pipe.getrange(keys.chunk_output(record.id, index), 0, 23)
+        pipe.getrange(keys.chunk_input(record.id, index), 0, 63)
+    heads = pipe.execute()
     start = 0
-    for index, head in enumerate(pipe.execute()):
+    for index, (head, staged) in enumerate(zip(heads[0::2], heads[1::2], strict=True)):
         if not head:
             continue  # failed, or not finished yet: follow decides
-        if line_of(head) > line:
+        first = (first_line(staged) if staged else 0) if is_packed(head) else line_of(head)
+        if first > line:
             break
         start = index
     return start

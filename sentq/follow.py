@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import redis
 
-from sentq import keys, ledger
+from sentq import keys, ledger, rows
 from sentq.errors import (
     BrokerUnavailableError,
     InputError,
@@ -21,9 +21,12 @@ from sentq.errors import (
 from sentq.jobs import PRODUCER_SILENT_S, JobRecord, JobState, failures, mark_invalid
 from sentq.settings import mask_secrets
 
-# A waiter fetches the next chunks' rows in one round trip, about this many texts' worth (at least 2 chunks): enough
-# to keep up with many workers, while the rows held in memory stay ~6 MB (~150 bytes a row).
+# A waiter fetches the next chunks' results in one round trip, about this many texts' worth (at least 2 chunks), then
+# the staged texts of those that are done: enough to keep up with many workers, while what it holds stays ~10 MB.
 FOLLOW_TEXTS = 40_000
+# An idle follower polls again after this, then twice as late each time up to its poll_s: a small job's rows are
+# written tens of milliseconds after it is queued, so a first wait of a whole poll_s would be most of its wall time.
+FIRST_POLL_S = 0.01
 # A job that moves for this long is looked at: is any worker consuming its queue? (The answer is said once per stall.)
 STALL_AFTER_S = 15.0
 
@@ -69,6 +72,7 @@ def follow(
     moved_at = time.monotonic()
     last_mark: tuple[int, int, int, int] | None = None
     said_stall = False
+    idle_s = min(FIRST_POLL_S, poll_s)
     while True:
         pipe = client.pipeline(transaction=False)
         pipe.hgetall(keys.job(job_id))
@@ -76,6 +80,11 @@ def follow(
             pipe.get(keys.chunk_output(job_id, index))
         try:
             raw, *outputs = pipe.execute()
+            # A finished chunk's result holds its scores; its rows are made with its staged texts, fetched only now.
+            ready = [
+                next_index + k for k, output in enumerate(outputs) if output is not None and rows.is_packed(output)
+            ]
+            staged = dict(zip(ready, fetch(client, [keys.chunk_input(job_id, i) for i in ready]), strict=True))
             lost_at = None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if lost_at is None:
@@ -110,7 +119,10 @@ def follow(
             if record.total_chunks is not None and next_index >= record.total_chunks:
                 break
             if output is not None:
-                yield output
+                try:
+                    yield rows.result_rows(output, staged.get(next_index))
+                except ValueError as exc:
+                    raise JobNotFoundError(f"the rows of chunk {next_index} of job {job_id} are lost: {exc}") from None
             elif next_index in failed:
                 pass  # its rows are missing; the job ends failed and `sentq status JOB` shows why
             elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
@@ -147,11 +159,23 @@ def follow(
                 f"job {job_id} is still running after {timeout_s:g}s ({record.texts_done} texts done); "
                 f"it keeps running: reattach with `sentq wait {job_id}`"
             )
-        if not moved:
-            if yield_idle:
-                yield b""
-            else:
-                time.sleep(poll_s)
+        if moved:
+            idle_s = min(FIRST_POLL_S, poll_s)
+        elif yield_idle:
+            yield b""
+        else:
+            time.sleep(idle_s)
+            idle_s = min(idle_s * 2, poll_s)
+
+
+def fetch(client: redis.Redis, names: list[str]) -> list[bytes | None]:
+    """The values of ``names`` in one round trip (none for no names)."""
+    if not names:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    return pipe.execute()
 
 
 def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:

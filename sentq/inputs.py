@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import stat
 import sys
 import zlib
@@ -44,6 +45,8 @@ _BINARY_CHECK_BYTES = 8 * 1024
 _KEEP_BYTES = 256 * 1024
 # Block size of validate's fast pass over plain text: big enough to amortise per-block work, small enough for cache.
 _SCAN_BYTES = 1024 * 1024
+# Reads of raw_lines(): several chunks' worth, so the partial run carried over to the next read is a small share.
+_RUN_READ_BYTES = 8 * 1024 * 1024
 
 
 class _Readable(Protocol):
@@ -57,6 +60,27 @@ class Chunk:
     index: int
     lines: list[int]
     texts: list[str]
+
+
+@dataclass(frozen=True)
+class RawLines:
+    """``count`` whole lines of a validated plain-text file as its bytes, the first being line ``first``.
+
+    What the producer stages for a worker instead of decoded texts: the worker decodes, splits at \n and strips them
+    exactly as the reader would (``rows.decode_chunk``), so the producer neither decodes nor re-encodes. ``texts`` is
+    how many are not blank.
+    """
+
+    first: int
+    count: int
+    texts: int
+    data: bytes
+
+
+# A line that may be blank starts with whitespace (or is empty): after a \n, one of the bytes str.strip() may strip
+# (ASCII whitespace, \x1c-\x1f, or the lead byte of a non-ASCII space). Only such lines are decoded to be sure.
+_MAYBE_BLANK = re.compile(rb"\n(?=[\t\n\x0b\x0c\r \x1c-\x1f\xc2\xe1\xe2\xe3])")
+_MAYBE_BLANK_FIRST = frozenset(b"\t\n\x0b\x0c\r \x1c\x1d\x1e\x1f\xc2\xe1\xe2\xe3")
 
 
 class TextSource:
@@ -86,6 +110,9 @@ class TextSource:
         self._header = header
         self._max_chars = max_chars
         self._used = False
+        # Set by validate(): the file passed the fast bytes-level check, so raw_lines() may stage its bytes as is.
+        self.raw_ok = False
+        self._no_lone_cr = False
         lowered = os.path.basename(path).lower()
         self._gzip_suffix = lowered.endswith(".gz")
         if fmt is None:
@@ -125,13 +152,41 @@ class TextSource:
         if self.is_stream:
             raise TypeError(f"{self.name} is a stream and cannot be read twice; validate it while reading chunks")
         self.blank_lines = self.texts = 0
+        self.raw_ok = False
         try:
             if self.format == "text" and not self._gzip_suffix and self._plain_text_fits():
+                self.raw_ok = self._no_lone_cr
                 return
             for _ in self._read(8192):
                 pass
         finally:
             self.blank_lines = self.texts = 0
+
+    def raw_lines(self, size: int, *, max_bytes: int) -> Iterator[RawLines]:
+        """A validated plain-text file (``raw_ok``) as runs of lines holding ``size`` texts each (the last may hold
+        fewer; a run stops early at ``max_bytes``, unless it holds one text), undecoded. Counts texts and blank lines as
+        ``chunks`` does, and cuts where it does: a run is what the exact reader's chunk of ``size`` texts spans."""
+        if not self.raw_ok:
+            raise RuntimeError(f"{self.name}: raw_lines() needs a file that validate() passed")
+        self.blank_lines = self.texts = 0
+        first = 1
+        with open(self._path, "rb") as f:
+            buf, start, eof = f.read(_RUN_READ_BYTES).removeprefix(_BOM), 0, False
+            while True:
+                found = _cut_texts(buf, start, size, max_bytes, eof=eof)
+                if found is None:  # the run goes past what was read
+                    data = f.read(_RUN_READ_BYTES)
+                    buf, start, eof = buf[start:] + data, 0, not data
+                    continue
+                cut, count, blanks = found
+                if cut == start:
+                    return
+                self.blank_lines += blanks
+                self.texts += count - blanks
+                if count > blanks:
+                    yield RawLines(first, count, count - blanks, buf[start:cut])
+                first += count
+                start = cut
 
     def _plain_text_fits(self) -> bool:
         """Whether an uncompressed plain-text file is good, by a fast bytes-level pass (False: unsure, read it exactly).
@@ -145,9 +200,19 @@ class TextSource:
                 if first.startswith(_GZIP_MAGIC) or b"\0" in first[:_BINARY_CHECK_BYTES]:
                     return False
                 rest = iter(partial(raw.read, _SCAN_BYTES), b"")
-                return plain_text_fits(chain([first.removeprefix(_BOM)], rest), self._max_chars)
+                blocks = chain([first.removeprefix(_BOM)], rest)
+                return plain_text_fits(self._note_lone_cr(blocks), self._max_chars)
         except OSError:
             return False
+
+    def _note_lone_cr(self, blocks: Iterator[bytes]) -> Iterator[bytes]:
+        """Pass ``blocks`` through, clearing ``_no_lone_cr`` at a \\r that may not be part of a \\r\\n: a line break
+        to the exact reader but not to a worker's split at \\n, so such a file is never staged raw."""
+        self._no_lone_cr = True
+        for block in blocks:
+            if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+                self._no_lone_cr = False
+            yield block
 
     # Opening.
 
@@ -375,6 +440,65 @@ def _read_full(stream: _Readable, size: int) -> bytes:
         parts.append(data)
         size -= len(data)
     return b"".join(parts)
+
+
+def _cut_texts(buf: bytes, start: int, size: int, max_bytes: int, *, eof: bool) -> tuple[int, int, int] | None:
+    """The run of lines from ``start`` that holds ``size`` texts (blank lines do not count), stopping early at
+    ``max_bytes`` (but one line at least): (end, lines, blank lines); None when it goes past ``buf`` before ``eof``."""
+    cut, count, blanks = start, 0, 0
+    while count - blanks < size and cut - start < max_bytes:
+        more, lines = _cut_lines(buf, cut, size - (count - blanks), max_bytes - (cut - start))
+        if more < 0:
+            if not eof:
+                return None
+            more = len(buf)  # the rest of the file; its last line may have no line break
+            lines = buf.count(b"\n", cut) + (not buf.endswith(b"\n")) if more > cut else 0
+            if not lines:
+                break
+        if more - start > max_bytes and count > blanks:
+            break  # a line longer than what is left of max_bytes starts the next run
+        blanks += _blank_lines(buf, cut, more)
+        count += lines
+        cut = more
+    return cut, count, blanks
+
+
+def _blank_lines(buf: bytes, start: int, end: int) -> int:
+    """Blank lines (what str.strip() empties) of the whole lines ``buf[start:end]``: only lines that start like a
+    blank one (see _MAYBE_BLANK) are decoded."""
+    blanks = 0
+    line_starts = [start] if start < end and buf[start] in _MAYBE_BLANK_FIRST else []
+    line_starts += [found.start() + 1 for found in _MAYBE_BLANK.finditer(buf, start, end)]
+    for line in line_starts:
+        stop = buf.find(b"\n", line, end)
+        blanks += not buf[line : stop if stop >= 0 else end].decode("utf-8").strip()
+    return blanks
+
+
+def _cut_lines(buf: bytes, start: int, lines: int, max_bytes: int) -> tuple[int, int]:
+    """Where the first ``lines`` whole lines of ``buf[start:]`` end (after their \\n) and how many lines that is: fewer
+    when they would pass ``max_bytes`` (but one line at least). (-1, 0) when it holds fewer whole lines and bytes.
+
+    Counts line breaks a window at a time and stops at the one wanted, so each byte is scanned about once.
+    """
+    limit = min(len(buf), start + max_bytes)
+    pos, left, step = start, lines, 64 * 1024
+    while pos < limit:
+        end = min(pos + step, limit)
+        n = buf.count(b"\n", pos, end)
+        if n >= left:
+            for _ in range(left):
+                pos = buf.index(b"\n", pos) + 1
+            return pos, lines
+        left -= n
+        pos = end
+    if len(buf) - start < max_bytes:
+        return -1, 0  # more to read
+    last = buf.rfind(b"\n", start, limit)
+    if last >= 0:
+        return last + 1, lines - left
+    end = buf.find(b"\n", limit)  # one line longer than max_bytes: it goes alone
+    return (end + 1, 1) if end >= 0 else (-1, 0)
 
 
 def _count_lines(data: bytes) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -14,12 +14,12 @@ import redis
 
 from sentq import keys, ledger
 from sentq.errors import BrokerUnavailableError, InputError, JobNotFoundError
-from sentq.rows import encode_chunk, split_large
+from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
 from sentq.settings import Settings
 from sentq.store import text
 
 if TYPE_CHECKING:
-    from sentq.inputs import Chunk, TextSource
+    from sentq.inputs import TextSource
 
 # Texts staged per Redis pipeline (then their chunks are queued): ~3 MB a round trip, and what the producer holds.
 STAGE_TEXTS = 40_000
@@ -189,17 +189,17 @@ def stage(
     (stdin) cannot be read twice: a bad line part-way marks the job invalid (workers skip what is left) instead of
     leaving it half-done. ``publish(indexes, sent_at)`` queues the chunks just recorded pending in the ledger.
     """
-    pending: list[Chunk] = []
+    pending: list[bytes] = []
     pending_texts = seen = 0
 
     def flush() -> None:
         pipe = client.pipeline(transaction=False)
-        for chunk in pending:
-            pipe.set(keys.chunk_input(job_id, chunk.index), encode_chunk(chunk), ex=settings.result_expires_s)
-        if pending[0].index == 0:
+        indexes = list(range(seen - len(pending), seen))
+        for index, payload in zip(indexes, pending, strict=True):
+            pipe.set(keys.chunk_input(job_id, index), payload, ex=settings.result_expires_s)
+        if indexes[0] == 0:
             pipe.hset(keys.job(job_id), "state", JobState.QUEUED.value)
         pipe.hset(keys.job(job_id), "heartbeat", f"{time.time():.3f}")
-        indexes = [chunk.index for chunk in pending]
         ledger.mark_sent(pipe, job_id, indexes)
         stamp = float(pipe.execute()[-1])
         publish(indexes, stamp)
@@ -210,10 +210,10 @@ def stage(
     try:
         if not source.is_stream:
             source.validate()
-        for chunk in split_large(source.chunks(chunk_size)):
+        for payload, texts in payloads(source, chunk_size):
             seen += 1
-            pending.append(chunk)
-            pending_texts += len(chunk.texts)
+            pending.append(payload)
+            pending_texts += texts
             # The first chunk goes out alone so a worker starts at once; then batches amortise round trips.
             if seen == 1 or pending_texts >= STAGE_TEXTS:
                 flush()
@@ -238,13 +238,32 @@ def stage(
     return get(client, job_id)
 
 
+def payloads(source: TextSource, chunk_size: int) -> Iterator[tuple[bytes, int]]:
+    """The input's chunks as staged for workers, with how many texts each holds.
+
+    A file the fast check passed goes as runs of its lines' bytes (the producer then costs a few C-level scans per
+    line; workers split and strip them); anything else is read, decoded and stripped here.
+    """
+    if source.raw_ok:
+        for run in source.raw_lines(chunk_size, max_bytes=MAX_CHUNK_CHARS):
+            yield encode_raw(run), run.texts
+        return
+    for chunk in split_large(source.chunks(chunk_size)):
+        yield encode_chunk(chunk), len(chunk.texts)
+
+
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:
-    """The input failed validation: record why, stop workers, drop staged inputs (a job already finished, e.g.
-    cancelled, keeps its state; the step counts the job finished only when it changes it)."""
+    """The input failed validation: record why, stop workers, drop the staged inputs of chunks not scored (a scored
+    chunk's rows are made from its input; a job already finished, e.g. cancelled, keeps its state; the step counts the
+    job finished only when it changes it)."""
+    done: set[int] = set()
+    if staged_chunks:  # done, or failed with the rows of its other texts kept
+        done = {int(i) for i in [*client.smembers(keys.job_done(job_id)), *client.hkeys(keys.job_failed(job_id))]}
     pipe = client.pipeline(transaction=False)
     ledger.stop(pipe, job_id, JobState.INVALID.value, error=reason)
     for index in range(staged_chunks):
-        pipe.delete(keys.chunk_input(job_id, index))
+        if index not in done:
+            pipe.delete(keys.chunk_input(job_id, index))
     pipe.execute()
 
 

@@ -78,7 +78,7 @@ def job_probe(job_id: str) -> str:
 
 
 def chunk_partial(job_id: str, index: int) -> str:
-    """The rows scored so far of a chunk being probed piece by piece (JSONL, appended in input order)."""
+    """The result codes so far of a chunk being probed piece by piece (rows.score_codes, appended in input order)."""
     return f"{PREFIX}job:{job_id}:partial:{index}"
 
 
@@ -93,12 +93,13 @@ def reconciler_lock(broker_id: str) -> str:
 
 
 def chunk_input(job_id: str, index: int) -> str:
-    """The chunk's texts and line numbers (JSON), staged by the producer; deleted once the chunk is scored."""
+    """The chunk's texts and line numbers (rows.encode_chunk / encode_raw), staged by the producer; kept with the
+    chunk's result, which holds only scores (the rows are made from both)."""
     return f"{PREFIX}job:{job_id}:in:{index}"
 
 
 def chunk_output(job_id: str, index: int) -> str:
-    """The chunk's scored rows as JSONL bytes, written by the worker in input order."""
+    """The chunk's result, written by the worker: a score and label per text of its input (rows.pack_result)."""
     return f"{PREFIX}job:{job_id}:out:{index}"
 
 

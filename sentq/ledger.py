@@ -108,8 +108,9 @@ return {0, st[1], model, d, redis.call('GET', KEYS[6]) or ''}
 """
 )
 
-# A chunk's rows are in: store them and count the chunk once (a second delivery, even a concurrent one, is a no-op).
+# A chunk's result is in: store it and count the chunk once (a second delivery, even a concurrent one, is a no-op).
 # With ``failure`` (JSON) the chunk had texts that failed alone: its good rows are kept and it is recorded failed.
+# The staged input stays (KEYS[5], unused here): the rows are made from it and the result (rows.result_rows).
 # KEYS: job, done, failed, output, input, leases, pending, active, stats
 # ARGV: job_id, item, texts, compute_s, wait_s, rows, failure ('' if none), bad texts
 _COMPLETE = (
@@ -125,7 +126,6 @@ if ttl > 0 then redis.call('SET', KEYS[4], ARGV[6], 'PX', ttl) else redis.call('
 release(KEYS[6], KEYS[7], ARGV[2])
 if ARGV[7] == '' then
   redis.call('SADD', KEYS[2], ARGV[2])
-  redis.call('DEL', KEYS[5])
   redis.call('HINCRBY', KEYS[1], 'chunks_done', 1)
   redis.call('HINCRBY', KEYS[9], 'chunks:done', 1)
 else

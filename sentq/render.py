@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from sentq.follow import Progress as JobProgress
 from sentq.jobs import JobRecord, JobState
 from sentq.ledger import Failure, Ledger
+
+# Tables and progress bars are imported where they are drawn: `sentq status JOB` prints plain lines.
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from sentq.follow import Progress as JobProgress
 
 STATE_STYLE = {
     JobState.DONE: "green",
@@ -48,6 +51,8 @@ def percent(record: JobRecord) -> str:
 
 
 def print_jobs(console: Console, records: list[JobRecord]) -> None:
+    from rich.table import Table
+
     if not records:
         console.print("no jobs yet; submit one with `sentq submit FILE`")
         return
@@ -126,6 +131,8 @@ class ProgressView:
         self.bar: Progress | None = None
         self.task: Any = None
         if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -164,6 +171,8 @@ class ProgressView:
 
 
 def print_workers(console: Console, found: list[Any], dead: list[Any], depths: dict[str, int]) -> None:
+    from rich.table import Table
+
     if not found:
         console.print("[yellow]no live worker[/yellow] (no heartbeat in the last 10 s); start one with `sentq worker`")
     else:

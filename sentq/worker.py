@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from celery import Celery, signals
@@ -20,8 +20,10 @@ from kombu.exceptions import OperationalError
 
 from sentq import broker, jobs, ledger, registry, rows, schedule, store
 from sentq.errors import ConfigError, ModelError, SentqError
-from sentq.model import SentimentModel
 from sentq.settings import Settings, mask_secrets, mask_url, redis_ssl_options
+
+if TYPE_CHECKING:  # numpy is imported with the first model loaded: a producer publishing chunks never needs it
+    from sentq.model import SentimentModel
 
 log = logging.getLogger("sentq.worker")
 
@@ -76,7 +78,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.3, "interval_max": 0.5},
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.soft_time_limit_s,
-        worker_max_tasks_per_child=settings.max_tasks_per_child,
+        worker_max_tasks_per_child=settings.max_tasks_per_child or None,
+        worker_max_memory_per_child=settings.max_memory_per_child_mb * 1024 or None,  # Celery counts KiB
         worker_send_task_events=True,
         task_send_sent_event=True,
         result_expires=settings.result_expires_s,
@@ -309,7 +312,7 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
     version = f"v{registry.ref_version(ref)}"
 
     def score(lo: int, hi: int) -> bytes:
-        return rows.format_rows(lines[lo:hi], texts[lo:hi], model.predict_proba(texts[lo:hi]), version)
+        return rows.score_codes(model.predict_proba(texts[lo:hi]))
 
     probing = work.deliveries > settings.max_deliveries
     try:
@@ -324,6 +327,7 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         patiently(ledger.fail, client, job_id, index, str(exc))
         return "failed"
     wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
+    out = rows.pack_result(version, out)  # the scores; a waiter makes the rows from them and the staged texts
     seen = json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)})
     counted = patiently(
         ledger.complete,
@@ -361,7 +365,8 @@ def isolate(
 ) -> tuple[bytes, int, dict[int, str]]:
     """Score texts ``lo..hi`` with ``score``; where it raises, bisect down to the texts that fail alone.
 
-    Returns the rows of the texts that scored (in input order), how many, and input line -> error of the others.
+    Returns the result codes of texts ``lo..hi`` in input order (``rows.FAILED`` for a text that failed alone), how
+    many scored, and input line -> error of the others.
     """
     from celery.exceptions import SoftTimeLimitExceeded
 
@@ -379,6 +384,7 @@ def isolate(
         except Exception as exc:
             if b - a == 1:
                 bad[lines[a]] = f"{type(exc).__name__}: {exc}"
+                parts.append(rows.FAILED)
                 if len(bad) > MAX_BAD_TEXTS:
                     raise TooManyBad(
                         f"over {MAX_BAD_TEXTS} texts of this chunk failed alone (first: line {min(bad)}: "
@@ -429,7 +435,8 @@ def probe(
                     raise TooManyBad(f"over {MAX_BAD_TEXTS} texts of this chunk killed their worker process")
             else:
                 moved["step"] = (state["step"] + 1) // 2
-            if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=moved, rows=b""):
+            killed = rows.FAILED if state["step"] == 1 else b""  # its one text has no result
+            if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=moved, rows=killed):
                 state = reread(client, job_id, index, state)
                 continue
             state = moved

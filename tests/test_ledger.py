@@ -177,6 +177,7 @@ def test_live_workers_and_farewell(client: redis.Redis) -> None:
 
 
 def test_isolate_bisects_down_to_the_texts_that_fail_alone() -> None:
+    from sentq.rows import FAILED
     from sentq.worker import TooManyBad, isolate
 
     lines = list(range(1, 101))
@@ -188,7 +189,7 @@ def test_isolate_bisects_down_to_the_texts_that_fail_alone() -> None:
         return b"".join(b"%d\n" % line for line in lines[lo:hi])
 
     rows, scored, bad = isolate(lines, score)
-    assert rows == b"".join(b"%d\n" % n for n in lines if n not in poison)
+    assert rows == b"".join(FAILED if n in poison else b"%d\n" % n for n in lines)  # one result per text, in order
     assert scored == 98 and bad == {17: "ValueError: bad text", 64: "ValueError: bad text"}
 
     def always(lo: int, hi: int) -> bytes:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from sentq.inputs import Chunk
-from sentq.rows import decode_chunk, encode_chunk, format_rows
+from sentq import inputs, jobs
+from sentq.errors import InputError
+from sentq.inputs import Chunk, TextSource
+from sentq.rows import FAILED, decode_chunk, encode_chunk, format_rows, pack_result, result_rows, score_codes
 
 AWKWARD = ["", 'say "hi"', "back\\slash", "two\nlines", "tab\there", "café 日本 🙂", "\x1e", "\u2028 sep", '", "']
 
@@ -59,3 +64,86 @@ def test_large_chunks_are_cut_by_characters_and_renumbered() -> None:
     assert [c.lines for c in out] == [[1, 2], [3], [4], [5, 6]]
     # one text longer than the budget still goes, alone
     assert [c.texts for c in split_large([Chunk(0, [1, 2], ["x" * 500, "y"])], max_chars=100)] == [["x" * 500], ["y"]]
+
+
+# Pieces of lines that trip up a reader: whitespace that str.strip() removes (ASCII, \x1c-\x1f, non-ASCII spaces),
+# separators that are not line breaks to universal newlines (\x0b, \x0c, \x85, \u2028), multi-byte text.
+_PIECES = ["hello", "  padded  ", "", " ", "\t", "\u00a0", "\u2028", "x\u2028y", "café", "\x1e", "a\x1eb", "\x85",
+           "\u3000", "— dash", "“quote”", "\x0c", "\x1c", "b\x0bc", "🙂", "\u2003 em"]  # fmt: skip
+
+
+@given(
+    lines=st.lists(st.lists(st.sampled_from(_PIECES), max_size=3).map(" ".join), min_size=1, max_size=40),
+    breaks=st.lists(st.sampled_from(["\n", "\n", "\r\n", "\r"]), min_size=40, max_size=40),
+    last_break=st.booleans(),
+    bom=st.booleans(),
+    size=st.integers(1, 7),
+    max_bytes=st.sampled_from([6, 40, 8_000_000]),
+    read_bytes=st.sampled_from([3, 64, 1 << 20]),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_raw_staging_gives_what_the_exact_reader_gives(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[str],
+    breaks: list[str],
+    last_break: bool,
+    bom: bool,
+    size: int,
+    max_bytes: int,
+    read_bytes: int,
+) -> None:
+    """A validated plain-text file staged as raw runs of lines decodes, in a worker, to exactly the chunks (line numbers
+    and texts) the exact reader yields, with the same text and blank-line counts (CRLF, lone CR, BOM, odd whitespace,
+    runs cut short by the byte limit, runs across reads)."""
+    body = "".join(line + brk for line, brk in zip(lines, breaks, strict=False))
+    if not last_break:
+        body = body[: len(body) - len(breaks[len(lines) - 1])]
+    path = tmp_path / "in.txt"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body.encode())
+    monkeypatch.setattr(inputs, "_SCAN_BYTES", read_bytes)
+    monkeypatch.setattr(inputs, "_RUN_READ_BYTES", read_bytes)
+    monkeypatch.setattr(jobs, "MAX_CHUNK_CHARS", max_bytes)
+
+    def read(raw: bool) -> tuple[list[tuple[list[int], list[str]]], int, int] | str:
+        source = TextSource(str(path))
+        chunks = []
+        try:
+            source.validate()
+            if "\r" in body.replace("\r\n", ""):
+                assert not source.raw_ok  # a lone \r is a line break a worker's split at \n would miss
+            source.raw_ok = source.raw_ok and raw
+            for payload, count in jobs.payloads(source, size):
+                numbers, texts = decode_chunk(payload)
+                assert len(texts) == count and texts and len(numbers) == count
+                if payload.startswith(b"SQR1"):  # at most max_bytes of the file, unless its one text is longer
+                    assert len(payload) - 12 <= max_bytes or count == 1
+                chunks.append((numbers, texts))
+        except InputError as exc:
+            return str(exc)
+        if max_bytes < 8_000_000:  # cut short by bytes, not by the exact reader's characters: compare what they hold
+            chunks = [([n for c in chunks for n in c[0]], [t for c in chunks for t in c[1]])]
+        return chunks, source.texts, source.blank_lines
+
+    assert read(raw=True) == read(raw=False)  # the same chunks, texts, line numbers and counts
+
+
+def test_stored_result_makes_the_rows_a_waiter_writes() -> None:
+    """A worker stores 2 bytes a text; the rows made from them and the staged texts are byte for byte what formatting
+    the scores directly gives, and a text that failed alone (FAILED) has no row."""
+    probs = np.array([0.5, 0.49995, 1.0, 0.0, 0.123456, 0.87654, 0.3, 0.9, 0.7])
+    lines = list(range(10, 10 + len(AWKWARD)))
+    payload = encode_chunk(Chunk(0, lines, AWKWARD))
+    stored = pack_result("v7", score_codes(probs))
+    assert len(stored) == 4 + 1 + 2 + 2 * len(AWKWARD)
+    assert result_rows(stored, payload) == format_rows(lines, AWKWARD, probs, "v7")
+    codes = score_codes(probs)
+    with_failed = pack_result("v7", codes[:4] + FAILED + codes[6:])
+    keep = [i for i in range(len(AWKWARD)) if i != 2]
+    expected = format_rows([lines[i] for i in keep], [AWKWARD[i] for i in keep], probs[keep], "v7")
+    assert result_rows(with_failed, payload) == expected
+    assert result_rows(b'{"line":1}\n', None) == b'{"line":1}\n'  # rows stored by an earlier worker pass through
+    with pytest.raises(ValueError, match="gone"):
+        result_rows(stored, None)
+    with pytest.raises(ValueError, match="corrupt"):
+        result_rows(stored[:-2], payload)

@@ -19,7 +19,7 @@ def test_defaults() -> None:
     assert s.queue == "sentq"
     assert s.task_time_limit_s == 300
     assert s.soft_time_limit_s < 300
-    assert s.max_tasks_per_child == 100
+    assert (s.max_tasks_per_child, s.max_memory_per_child_mb) == (0, 1024)
     assert s.visibility_timeout_s > s.task_time_limit_s
 
 
