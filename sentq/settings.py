@@ -162,9 +162,10 @@ class Settings:
     retrain_queue: str = "sentq.retrain"
     # The master's name the Sentinels monitor (`sentinel monitor NAME ...`); needed by sentinel:// URLs.
     sentinel_master: str = ""
-    # Texts per task. `make bench` swept 1k/5k/20k: Celery's fixed cost per task (events, acks, process recycling
-    # every max_tasks_per_child tasks) made 20k the fastest end to end on 2 cores (bench/RESULTS.md).
-    chunk_size: int = 20_000
+    # Texts per task: the smallest size within 5% of the fastest in `make bench`'s sweep (1k/5k/20k). With process
+    # recycling gone and results stored as scores, 5k was within 5% of the best (or the best) in two runs of three,
+    # and a smaller chunk means an earlier first row, finer progress and a cheaper bisection of a bad text.
+    chunk_size: int = 5_000
     task_time_limit_s: int = 300
     # Pool processes are replaced after this many tasks (0: never). Replacing one is not cheap: billiard's pool may
     # notice the exit only at its 5 s maintenance timer, and a queued chunk waits for the new process (profiled: up
