@@ -163,7 +163,7 @@ class Settings:
     # The master's name the Sentinels monitor (`sentinel monitor NAME ...`); needed by sentinel:// URLs.
     sentinel_master: str = ""
     # Texts per task: the smallest size within 5% of the fastest in `make bench`'s sweep (1k/5k/20k). With process
-    # recycling gone and results stored as scores, 5k was within 5% of the best (or the best) in two runs of three,
+    # recycling gone and results stored as scores, 5k was within 5% of the best (or the best) in three runs of four,
     # and a smaller chunk means an earlier first row, finer progress and a cheaper bisection of a bad text.
     chunk_size: int = 5_000
     task_time_limit_s: int = 300
