@@ -402,6 +402,11 @@ def test_jobs_list_screenshot(browser: Browser, api: ApiServer, worker: Worker, 
             run_chunks(6)
             wait_job(client, running, lambda r: r["chunks_done"] == 6)
             queued = submit(bulk_client, lines_of_text(25_000), name="forum-posts-archive.txt", chunk_size=5000)
+            # 10 + 5 chunks wait on "bulk", plus any the ledger re-sent there: a moved chunk that waited over 15 s for
+            # the busy session worker counts as a lost message (seen once in the full suite). All are settled or
+            # visible now, so the depth no longer changes.
+            depth = store.llen("bulk")
+            assert depth >= 15
 
         with console(browser, api.url, tmp_path / "console-job.png") as page:
             page.goto("/")
@@ -411,7 +416,7 @@ def test_jobs_list_screenshot(browser: Browser, api: ApiServer, worker: Worker, 
             assert states == ["queued", "running", "done", "failed", "done", "done"]
             expect(page.locator(f'tr[data-job="{running}"] [data-field="texts"]')).to_have_text("30,000 / 80,000")
             expect(page.locator(f'tr[data-job="{queued}"] [data-field="texts"]')).to_have_text("0 / 25,000")
-            expect(page.locator(".card").filter(has_text="queue bulk")).to_contain_text("15")
+            expect(page.locator(".card").filter(has_text="queue bulk")).to_contain_text(str(depth))
             page.screenshot(path=tmp_path / "console-jobs.png", full_page=True)
             if UPDATE_DOCS:
                 DOCS_SHOT.parent.mkdir(exist_ok=True)
