@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -89,7 +90,8 @@ def follow(
             ready = [
                 next_index + k for k, output in enumerate(outputs) if output is not None and rows.is_packed(output)
             ]
-            staged = dict(zip(ready, fetch(client, [keys.chunk_input(job_id, i) for i in ready]), strict=True))
+            names = [keys.chunk_input(job_id, i) for i in ready]
+            staged = dict(zip(ready, cast("list[bytes | None]", client.mget(names)) if names else [], strict=True))
             lost_at = None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if lost_at is None:
@@ -175,16 +177,6 @@ def follow(
         else:
             time.sleep(idle_s)
             idle_s = min(idle_s * 2, poll_s)
-
-
-def fetch(client: redis.Redis, names: list[str]) -> list[bytes | None]:
-    """The values of ``names`` in one round trip (none for no names)."""
-    if not names:
-        return []
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        pipe.get(name)
-    return pipe.execute()
 
 
 def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:

@@ -69,11 +69,7 @@ def decode_chunk(raw: bytes) -> tuple[list[int], list[str]]:
     if magic != _BINARY:
         raise ValueError("not a staged sentq chunk (unknown format)")
     count = int.from_bytes(raw[4:8], "little")
-    packed = _u32([])
-    packed.frombytes(raw[8 : 8 + 4 * count])
-    if sys.byteorder == "big":
-        packed.byteswap()
-    lines: list[int] = packed.tolist()
+    lines: list[int] = _little("I", raw[8 : 8 + 4 * count]).tolist()
     texts = raw[8 + 4 * count :].decode().split(_RS) if count else []
     if len(texts) != count:
         raise ValueError(f"staged chunk is corrupt: {len(texts)} texts for {count} line numbers")
@@ -154,7 +150,7 @@ def result_rows(output: bytes, payload: bytes | None) -> bytes:
         raise ValueError("the chunk's staged texts are gone (expired or deleted)")
     size = output[4]
     model = output[5 : 5 + size].decode()
-    codes = _u16(output[5 + size :])
+    codes = _little("H", output[5 + size :])
     lines, texts = decode_chunk(payload)
     if len(codes) != len(texts):
         raise ValueError(f"stored result is corrupt: {len(codes)} scores for {len(texts)} texts")
@@ -163,11 +159,12 @@ def result_rows(output: bytes, payload: bytes | None) -> bytes:
 
 def format_rows(lines: list[int], texts: list[str], probs: npt.NDArray[np.float64], model: str) -> bytes:
     """The job's output rows as JSONL, in input order (what a waiter writes; built column by column)."""
-    return _build_rows(lines, texts, _u16(score_codes(probs)).tolist(), model)
+    return _build_rows(lines, texts, _little("H", score_codes(probs)).tolist(), model)
 
 
-def _u16(raw: bytes) -> array.array[int]:
-    packed = array.array("H")  # 2 bytes on every platform CPython supports today
+def _little(typecode: str, raw: bytes) -> array.array[int]:
+    """Little-endian unsigned ints ("H": 2 bytes, "I": 4 on every platform CPython supports today) from bytes."""
+    packed = array.array(typecode)
     packed.frombytes(raw)
     if sys.byteorder == "big":
         packed.byteswap()
