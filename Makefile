@@ -3,18 +3,33 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Every package `make setup` installs, at exact versions (runtime, api and test extras and all they pull in), made
+# by `make lock` from pyproject.toml's ranges. uv installs it, compiled: `make setup` from nothing (no pip or uv
+# cache) took 29 s with uv, 48 s with pip unpinned; the packages alone 11 s with uv, 55 s with pip (same lock).
+LOCK := requirements.lock
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
 DATA := data/vader/SHA256SUMS
 QUICK ?=
 
-.PHONY: setup redis-server chromium wrk demo test lint format bench faults clean
+.PHONY: setup lock redis-server chromium wrk demo test lint format bench faults clean
 
 setup: $(STAMP) $(DATA) redis-server
 
-$(STAMP): pyproject.toml
+$(UV):
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
+	$(UV) pip sync -q --compile-bytecode --python $(BIN)/python $(LOCK)
+	$(UV) pip install -q --python $(BIN)/python --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refresh the pins to the newest releases pyproject.toml allows (then run `make test` from a clean clone and commit
+# the lock alone; `make setup` then installs it). PACKAGE=name upgrades just that one package.
+lock: | $(UV)
+	$(UV) pip compile -q pyproject.toml --extra test --universal --python-version 3.11 \
+	  $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade) -o $(LOCK)
 
 $(DATA): | $(STAMP)
 	$(BIN)/python -m sentq.dataset fetch --data-dir data
@@ -44,8 +59,12 @@ chromium:
 demo: setup
 	$(BIN)/python scripts/demo.py
 
+# On every core (pytest-xdist; each process has its own Redis and session worker). The venv is compiled at setup;
+# sentq's own modules are compiled here too, where an environment's PYTHONDONTWRITEBYTECODE would have every one of
+# the suite's sentq processes compile them again (the suite took 1,015 CPU-s that way, 470 compiled).
+PYTEST_WORKERS ?= auto
 test: setup chromium lint
-	$(BIN)/python -m pytest -q
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check sentq tests bench scripts

@@ -18,24 +18,27 @@ def connect(settings: Settings, *, url: str | None = None) -> redis.Redis:
     Behind Sentinels (a ``sentinel://`` URL list) it is redis-py's master client: each new connection asks the
     Sentinels where the master is, so after a failover the next command reaches the promoted replica."""
     url = url or settings.backend_url
-    timeouts = {
-        "socket_connect_timeout": settings.connect_timeout_s,
-        "socket_timeout": settings.socket_timeout_s,
-    }
+    connect_s, socket_s = settings.connect_timeout_s, settings.socket_timeout_s
     if is_sentinel(url):
         parsed = parse_sentinel_url(url)
-        sentinel = Sentinel(parsed.nodes, sentinel_kwargs=dict(timeouts))  # type: ignore[no-untyped-call]
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        # redis-py < 8.2 ships these untyped (no-untyped-call); 8.2 types them (the ignore is then unused).
+        sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
+            parsed.nodes, sentinel_kwargs={"socket_connect_timeout": connect_s, "socket_timeout": socket_s}
+        )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call, unused-ignore]
             settings.sentinel_master,
             redis_class=redis.Redis,
             db=parsed.db,
             username=parsed.username,
             password=parsed.password,
             health_check_interval=30,
-            **timeouts,
+            socket_connect_timeout=connect_s,
+            socket_timeout=socket_s,
         )
         return client
-    return redis.Redis.from_url(url, health_check_interval=30, **timeouts)
+    return redis.Redis.from_url(
+        url, health_check_interval=30, socket_connect_timeout=connect_s, socket_timeout=socket_s
+    )
 
 
 # How long a command waits for Sentinels that know the master but report none healthy (a failover under way: the
