@@ -1,6 +1,7 @@
 """`make faults`: run the fault scenarios that matter most N times (default 20) and print how many passed.
 
-Each run is the real test (tests/test_faults.py): its own redis-server and `sentq worker` subprocesses, a real fault
+Each run is the real test (tests/test_faults.py) with the ledger's default clocks (the suite shortens them): its own
+redis-server and `sentq worker` subprocesses, a real fault
 (Redis restarted, Redis SIGKILLed and restarted from its AOF, a whole worker SIGKILLed), and an outcome decided by
 the ledger and the rows, never by a sleep. Usage: python bench/faults.py [--runs N] [-k EXPR]
 """
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 SCENARIOS = {
     "redis restart": "test_redis_restart_mid_job_loses_nothing",
     "redis SIGKILL (AOF everysec)": "test_redis_sigkilled_mid_job_loses_nothing",
-    "worker host vanishes (default settings)": "test_worker_host_vanishes_default_settings_chunk_rescued_fast",
+    "worker host vanishes (default settings)": "test_worker_host_vanishes_chunk_rescued_fast",
 }
 
 
@@ -35,7 +36,8 @@ def main() -> int:
     for run in range(1, args.runs + 1):
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "tests/test_faults.py", "-k", expr],
+            [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--default-clocks"]
+            + ["tests/test_faults.py", "-k", expr],
             cwd=REPO,
             capture_output=True,
             text=True,

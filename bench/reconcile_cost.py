@@ -42,6 +42,7 @@ def main() -> int:
     try:
         client = server.client()
         settings = Settings.from_env({"SENTQ_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+        clocks = {"beat_every_s": settings.heartbeat_s, "lost_after_s": settings.lost_after_s}
         holder = "bench@host/1-a"
         running = []
         for n in range(args.jobs):
@@ -55,7 +56,7 @@ def main() -> int:
             for index in range(2):
                 ledger.claim(client, job, index, holder=holder)
                 running.append(f"{job}:{index}")
-        ledger.beat(client, holder, info={"queues": ["sentq"]}, running=running)
+        ledger.beat(client, holder, info={"queues": ["sentq"]}, running=running, ttl_s=settings.heartbeat_ttl_s)
         for _ in range(200):  # a backlog: the queue is not empty, so no pending chunk counts as lost
             client.lpush("sentq", b'{"headers": {"task": "other"}}')
 
@@ -67,7 +68,9 @@ def main() -> int:
         for _ in range(args.sweeps):
             before = commands(client)
             started = time.perf_counter()
-            sweep = ledger.reconcile(client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i))
+            sweep = ledger.reconcile(
+                client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i), **clocks
+            )
             times.append((time.perf_counter() - started) * 1000)
             costs.append(commands(client) - before - 1)  # less the INFO call itself
             client_cmds = sweep.commands
@@ -75,7 +78,9 @@ def main() -> int:
         ledger.farewell(client, holder)  # the holder dies: one sweep re-sends its 2 chunks of each job
         before = commands(client)
         started = time.perf_counter()
-        sweep = ledger.reconcile(client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i))
+        sweep = ledger.reconcile(
+            client, broker_id="redis", view=view, publish=lambda j, q, i, s: sent.extend(i), **clocks
+        )
         dead_ms = (time.perf_counter() - started) * 1000
         dead_cmds = commands(client) - before - 1
         lines = [

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from sentq import ledger, store
+from sentq import store
 from sentq.ledger import QueueView
 from sentq.settings import Settings
 
@@ -53,7 +53,7 @@ def view(app: Any, settings: Settings, client: redis.Redis | None, queue: str) -
     # Only messages delivered lately still count as carried: a live worker starts a delivered message within
     # milliseconds; an older one belongs to a worker that died or lost its connection (kombu restores it only after
     # the visibility timeout).
-    pipe.zrangebyscore(UNACKED_INDEX, time.time() - ledger.LOST_AFTER_S, "+inf")
+    pipe.zrangebyscore(UNACKED_INDEX, time.time() - settings.lost_after_s, "+inf")
     size, head, tags = pipe.execute()
     unacked = [raw for raw in client.hmget(UNACKED, tags) if raw is not None] if tags else []
     carried = set()

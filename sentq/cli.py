@@ -122,7 +122,13 @@ def follow_job(
         stalled = lambda why: view.say(f"[yellow]{escape(why)}[/yellow]")  # noqa: E731
         client = control.connect(settings)
         for rows in follow.follow(
-            client, job_id, timeout_s=timeout, on_progress=view.update, on_disconnect=lost, on_stall=stalled
+            client,
+            job_id,
+            timeout_s=timeout,
+            on_progress=view.update,
+            on_disconnect=lost,
+            on_stall=stalled,
+            stall_after_s=settings.stall_after_s,
         ):
             sink.write(rows)
     except KeyboardInterrupt:

@@ -32,8 +32,6 @@ FOLLOW_CHUNKS = 256
 # An idle follower polls again after this, then twice as late each time up to its poll_s: a small job's rows are
 # written tens of milliseconds after it is queued, so a first wait of a whole poll_s would be most of its wall time.
 FIRST_POLL_S = 0.01
-# A job that moves for this long is looked at: is any worker consuming its queue? (The answer is said once per stall.)
-STALL_AFTER_S = 15.0
 
 
 @dataclass
@@ -53,7 +51,7 @@ def follow(
     on_progress: Callable[[Progress], None] | None = None,
     reconnect_s: float = 30.0,
     on_disconnect: Callable[[Exception], None] | None = None,
-    stall_after_s: float = STALL_AFTER_S,
+    stall_after_s: float = 15.0,  # Settings.stall_after_s (the CLI passes it)
     on_stall: Callable[[str], None] | None = None,
     start_index: int = 0,
     yield_idle: bool = False,

@@ -17,7 +17,8 @@ WORKER_STATS = PREFIX + "workers"  # hash: worker hostname -> JSON (model loaded
 # The ledger's working set: job id -> created, for every job not yet finished. The reconciler reads only these, so a
 # sweep costs what is in flight, never what ever ran; a job leaves it in the same atomic step that finishes it.
 ACTIVE_JOBS = PREFIX + "jobs:active"
-# Worker liveness: instance -> its last heartbeat (Redis time); the heartbeat hash itself expires (ledger.BEAT_TTL_S).
+# Worker liveness: instance -> its last heartbeat (Redis time); the heartbeat hash itself expires
+# (Settings.heartbeat_ttl_s).
 WORKERS_LIVE = PREFIX + "workers:live"
 # Workers found dead holding chunks: instance -> JSON (when, which chunks); kept ledger.DEAD_KEEP_S for `sentq workers`.
 WORKERS_DEAD = PREFIX + "workers:dead"

@@ -24,18 +24,8 @@ import redis
 from sentq import keys
 from sentq.store import text
 
-# A worker's main process beats every BEAT_EVERY_S; its heartbeat key lives BEAT_TTL_S, so a host is dead 10 s after
-# its last beat (5 beats missed: a busy GIL or a slow Redis does not kill a live worker).
-BEAT_EVERY_S = 2.0
-BEAT_TTL_S = 10
-# One reconciler sweeps every RECONCILE_EVERY_S; its lock outlives three missed sweeps, then another worker takes over.
-# A dead host's chunks are re-sent at most BEAT_TTL_S + RECONCILE_EVERY_S (15 s) after its death, or LOCK_TTL_S +
-# RECONCILE_EVERY_S (20 s) when the dead host held the reconciler's lock: under the 30 s goal.
-RECONCILE_EVERY_S = 5.0
-LOCK_TTL_S = 15
-# A pending chunk no message can still be carrying is re-sent once its last message is this old: well above the
-# milliseconds between a message leaving the queue and its claim, and the publish skew between two producers.
-LOST_AFTER_S = 15.0
+# The ledger's clocks (heartbeat, its lifetime, the reconciler's sweep and lock, when a message counts as lost) are
+# settings, the same on every host: Settings.heartbeat_s and the four after it say why each default has its value.
 # At most this many old pending chunks of one job are examined per sweep (oldest sends first): a sweep stays cheap.
 SWEEP_CHUNKS_PER_JOB = 1000
 # A dead worker stays listed by `sentq workers` this long after it was found holding chunks.
@@ -224,12 +214,12 @@ return out
 """
 )
 
-# A worker's heartbeat. KEYS: beat hash, live index   ARGV: instance, info JSON, running JSON, ttl_s
+# A worker's heartbeat. KEYS: beat hash, live index   ARGV: instance, info JSON, running JSON, ttl_ms
 _BEAT = (
     _NOW
     + """
 redis.call('HSET', KEYS[1], 'info', ARGV[2], 'running', ARGV[3], 'beat', string.format('%.6f', now))
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 return tostring(now)
 """
@@ -495,8 +485,9 @@ def probe_clear(client: redis.Redis, job_id: str, index: int) -> None:
 # ----- worker liveness -----
 
 
-def beat(client: redis.Redis, instance: str, *, info: dict[str, Any], running: list[str]) -> float:
-    """Refresh ``instance``'s heartbeat with what it runs (``job:chunk`` items); returns the Redis time of the beat."""
+def beat(client: redis.Redis, instance: str, *, info: dict[str, Any], running: list[str], ttl_s: float) -> float:
+    """Refresh ``instance``'s heartbeat with what it runs (``job:chunk`` items) for ``ttl_s``; returns the Redis time
+    of the beat."""
     now = client.eval(
         _BEAT,
         2,
@@ -505,13 +496,14 @@ def beat(client: redis.Redis, instance: str, *, info: dict[str, Any], running: l
         instance,
         json.dumps(info),
         json.dumps(running),
-        BEAT_TTL_S,
+        int(ttl_s * 1000),
     )
     return float(now)
 
 
 def farewell(client: redis.Redis, instance: str) -> None:
-    """A worker stopping cleanly: it is gone now, not in BEAT_TTL_S (its unfinished chunks are re-sent at once)."""
+    """A worker stopping cleanly: it is gone now, not when its heartbeat lapses (its unfinished chunks are re-sent at
+    once)."""
     pipe = client.pipeline(transaction=False)
     pipe.delete(keys.worker_beat(instance))
     pipe.zrem(keys.WORKERS_LIVE, instance)
@@ -580,9 +572,9 @@ def summary(client: redis.Redis, job_id: str) -> Ledger:
 # ----- the reconciler -----
 
 
-def lock(client: redis.Redis, broker_id: str, holder: str) -> bool:
-    """Take (or keep) the one reconciler lock for jobs on this broker."""
-    return bool(client.eval(_LOCK, 1, keys.reconciler_lock(broker_id), holder, LOCK_TTL_S * 1000))
+def lock(client: redis.Redis, broker_id: str, holder: str, *, ttl_s: float) -> bool:
+    """Take (or keep) the one reconciler lock for jobs on this broker, for ``ttl_s``."""
+    return bool(client.eval(_LOCK, 1, keys.reconciler_lock(broker_id), holder, int(ttl_s * 1000)))
 
 
 def unlock(client: redis.Redis, broker_id: str, holder: str) -> None:
@@ -617,6 +609,8 @@ def reconcile(
     broker_id: str,
     view: Callable[[str], QueueView],
     publish: Callable[[str, str, list[int], float], None],
+    beat_every_s: float,
+    lost_after_s: float,
 ) -> Sweep:
     """One pass over unfinished jobs: re-send chunks whose holder is dead and chunks whose message was lost.
 
@@ -639,9 +633,9 @@ def reconcile(
     for job_id in ids:
         pipe.hmget(keys.job(job_id), ["state", "queue", "broker"])
         pipe.hgetall(keys.job_leases(job_id))
-        # Only chunks sent over LOST_AFTER_S ago can be lost; the oldest first, a bounded number per sweep.
+        # Only chunks sent over lost_after_s ago can be lost; the oldest first, a bounded number per sweep.
         pipe.zrangebyscore(
-            keys.job_pending(job_id), "-inf", now - LOST_AFTER_S, start=0, num=SWEEP_CHUNKS_PER_JOB, withscores=True
+            keys.job_pending(job_id), "-inf", now - lost_after_s, start=0, num=SWEEP_CHUNKS_PER_JOB, withscores=True
         )
     replies = pipe.execute()
     sweep.commands += len(replies)
@@ -685,7 +679,7 @@ def reconcile(
             holder, _, since = lease.rpartition("|")
             beat_at, running = alive.get(holder, (None, set()))
             stale = beat_at is None or (
-                float(since or 0) < beat_at - BEAT_EVERY_S and f"{job_id}:{index}" not in running
+                float(since or 0) < beat_at - beat_every_s and f"{job_id}:{index}" not in running
             )
             if stale:
                 dead.append((index, lease, 0.0))
@@ -699,7 +693,7 @@ def reconcile(
             for index, stamp in old:
                 if (job_id, index) in q.carried:
                     continue
-                if q.depth == 0 or (q.oldest_stamp is not None and stamp < q.oldest_stamp - LOST_AFTER_S):
+                if q.depth == 0 or (q.oldest_stamp is not None and stamp < q.oldest_stamp - lost_after_s):
                     lost.append((index, stamp))
         if not dead and not lost:
             continue

@@ -185,6 +185,21 @@ class Settings:
     # A retrained model more than this much less accurate than the current one is not promoted without --force.
     promote_margin: float = 0.02
     connect_timeout_s: float = 3.0
+    # The ledger's clocks, the same on every host. A worker's main process beats every heartbeat_s; its heartbeat
+    # lives heartbeat_ttl_s, so a host is dead 10 s after its last beat (5 beats missed: a busy GIL or a slow Redis
+    # does not kill a live worker). One reconciler sweeps every reconcile_every_s; its lock outlives three missed
+    # sweeps, then another worker takes over. So a dead host's chunks are re-sent at most heartbeat_ttl_s +
+    # reconcile_every_s (15 s) after its death, or reconcile_lock_ttl_s + reconcile_every_s (20 s) when the dead host
+    # held the lock: under the 30 s goal (`make faults` holds the defaults to it). A pending chunk no message can still
+    # be carrying is re-sent once its last message is lost_after_s old: well above the milliseconds between a message
+    # leaving the queue and its claim, and the publish skew between two producers. Tests shorten all five.
+    heartbeat_s: float = 2.0
+    heartbeat_ttl_s: float = 10.0
+    reconcile_every_s: float = 5.0
+    reconcile_lock_ttl_s: float = 15.0
+    lost_after_s: float = 15.0
+    # `sentq wait` (and the console) say why a job has not moved for this long: no live worker on its queue?
+    stall_after_s: float = 15.0
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     log_level: str = "INFO"
     # `sentq api`: bearer tokens, comma-separated; "ro:TOKEN" is a read-only token. Empty: no auth, loopback only.
@@ -227,6 +242,15 @@ class Settings:
             raise ConfigError(f"SENTQ_PROMOTE_MARGIN must be between 0 and 1, got {self.promote_margin}")
         if self.connect_timeout_s <= 0:
             raise ConfigError(f"SENTQ_CONNECT_TIMEOUT must be positive, got {self.connect_timeout_s}")
+        for name in ("heartbeat_s", "reconcile_every_s", "lost_after_s", "stall_after_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive number of seconds")
+        for ttl, every in (("heartbeat_ttl_s", "heartbeat_s"), ("reconcile_lock_ttl_s", "reconcile_every_s")):
+            if not getattr(self, ttl) >= 2 * getattr(self, every):
+                raise ConfigError(
+                    f"SENTQ_{_env_name(ttl)} ({getattr(self, ttl):g}s) must be at least twice SENTQ_{_env_name(every)} "
+                    f"({getattr(self, every):g}s): one late beat or sweep must not pass for a death"
+                )
         if not self.queue or not self.retrain_queue:
             raise ConfigError("SENTQ_QUEUE and SENTQ_RETRAIN_QUEUE must not be empty")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -590,7 +590,7 @@ class Keeper:
                 requests = running_requests(state)
                 running = [chunk for chunk in map(chunk_of, requests) if chunk]
                 info = self.info | {"busy": len(requests), "tasks_done": sum(state.total_count.values())}
-                ledger.beat(client, instance, info=info, running=running)
+                ledger.beat(client, instance, info=info, running=running, ttl_s=settings.heartbeat_ttl_s)
                 if down:
                     log.info("heartbeat: Redis is back")
                 down = False
@@ -598,7 +598,7 @@ class Keeper:
                 if not down:  # once per outage, not every beat
                     log.warning("heartbeat: Redis unavailable (%s); beating again when it is back", exc)
                 down = True
-            self.stopping.wait(ledger.BEAT_EVERY_S)
+            self.stopping.wait(settings.heartbeat_s)
 
     def _reconcile_loop(self) -> None:
         client = store.connect(settings)
@@ -616,11 +616,20 @@ class Keeper:
         # After an outage of Redis every heartbeat may have lapsed: give the live workers a heartbeat's lifetime to
         # beat again before judging anyone dead (else their chunks would all be sent twice).
         resume_at = 0.0
-        while not self.stopping.wait(ledger.RECONCILE_EVERY_S):
+        while not self.stopping.wait(settings.reconcile_every_s):
             try:
-                if time.monotonic() < resume_at or not ledger.lock(client, settings.broker_family, instance):
+                if time.monotonic() < resume_at or not ledger.lock(
+                    client, settings.broker_family, instance, ttl_s=settings.reconcile_lock_ttl_s
+                ):
                     continue
-                sweep = ledger.reconcile(client, broker_id=settings.broker_family, view=view, publish=publish)
+                sweep = ledger.reconcile(
+                    client,
+                    broker_id=settings.broker_family,
+                    view=view,
+                    publish=publish,
+                    beat_every_s=settings.heartbeat_s,
+                    lost_after_s=settings.lost_after_s,
+                )
                 for job_id, index, holder in sweep.dead:
                     log.warning("re-sent chunk %d of job %s: its worker %s is dead", index, job_id, holder)
                 for job_id, index in sweep.lost:
@@ -629,9 +638,11 @@ class Keeper:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if resume_at <= time.monotonic():
                     log.warning("reconciler: Redis unavailable (%s); resuming once it is back", exc)
-                resume_at = time.monotonic() + ledger.BEAT_TTL_S
+                resume_at = time.monotonic() + settings.heartbeat_ttl_s
             except (redis.RedisError, SentqError, OperationalError) as exc:
-                log.warning("reconciler: %s; trying again in %.0f s", mask_secrets(str(exc)), ledger.RECONCILE_EVERY_S)
+                log.warning(
+                    "reconciler: %s; trying again in %.0f s", mask_secrets(str(exc)), settings.reconcile_every_s
+                )
 
 
 def chunk_of(request: Any) -> str | None:

@@ -116,6 +116,33 @@ def launch_redis(args: list[str], client: redis.Redis, log: Path, *, timeout: fl
             time.sleep(0.05)
 
 
+# The ledger's clocks for tests that wait on them (a dead host, a lost message, Redis restarted, a stalled job): a
+# recovery the defaults bound at 15-20 s takes a few seconds. `make faults` runs the worst scenarios with the
+# defaults (pytest --default-clocks), 20 times each: the bound as shipped.
+FAST_CLOCKS = {
+    "SENTQ_HEARTBEAT": "0.5",
+    "SENTQ_HEARTBEAT_TTL": "3",
+    "SENTQ_RECONCILE_EVERY": "0.5",
+    "SENTQ_RECONCILE_LOCK_TTL": "3",
+    "SENTQ_LOST_AFTER": "3",
+    "SENTQ_STALL_AFTER": "2",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--default-clocks",
+        action="store_true",
+        help="run the tests that take the clocks fixture with the ledger's default clocks (make faults)",
+    )
+
+
+@pytest.fixture
+def clocks(request: pytest.FixtureRequest) -> dict[str, str]:
+    """SENTQ_* settings for the ledger's clocks: FAST_CLOCKS, or none (the defaults) under --default-clocks."""
+    return {} if request.config.getoption("--default-clocks") else dict(FAST_CLOCKS)
+
+
 def base_env(url: str, **extra: str) -> dict[str, str]:
     """The environment for a sentq subprocess aimed at the test Redis (no SENTQ_* from the caller leaks in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTQ_")}

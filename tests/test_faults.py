@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from sentq.settings import Settings
 from tests.conftest import REPO, Worker, run_sentq, wait_until
 
 pytestmark = pytest.mark.slow
@@ -52,11 +53,11 @@ def poisoned_worker(url: str, tmp_path: Path, src: Path, *, texts: int, line: in
     return Worker(url, tmp_path / "w.log", name=f"poison-{how}@%h", env_extra=hook).start()
 
 
-def test_pool_process_killed_mid_chunk_is_redelivered(redis_url: str, tmp_path: Path) -> None:
+def test_pool_process_killed_mid_chunk_is_redelivered(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A pool process SIGKILLed while it scores a chunk: the chunk runs again at once, every row once, in order."""
     src = tmp_path / "big.txt"
     write_texts(src, 300_000)
-    env = {"SENTQ_QUEUE": "poolkill-q"}
+    env = {"SENTQ_QUEUE": "poolkill-q", **clocks}
     job = run_sentq(["submit", str(src), "--chunk-size", "100000"], redis_url, **env).stdout.strip()
     client = redis.Redis.from_url(redis_url)
     w = Worker(redis_url, tmp_path / "w.log", name="poolkill@%h", env_extra=env, concurrency=1).start()
@@ -76,10 +77,10 @@ def test_pool_process_killed_mid_chunk_is_redelivered(redis_url: str, tmp_path: 
         w.stop()
 
 
-def test_poison_text_raising_costs_one_row(redis_url: str, tmp_path: Path) -> None:
+def test_poison_text_raising_costs_one_row(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A text that makes scoring raise, among 100,000 good ones: its chunk is bisected, one row lost, job failed."""
     src = tmp_path / "t.txt"
-    env = {"SENTQ_QUEUE": "poison-raise-q"}
+    env = {"SENTQ_QUEUE": "poison-raise-q", **clocks}
     w = poisoned_worker(redis_url, tmp_path, src, texts=100_000, line=54_321, how="raise", **env)
     try:
         out = tmp_path / "rows.jsonl"
@@ -100,11 +101,11 @@ def test_poison_text_raising_costs_one_row(redis_url: str, tmp_path: Path) -> No
         w.stop()
 
 
-def test_poison_text_killing_its_process_costs_one_row(redis_url: str, tmp_path: Path) -> None:
+def test_poison_text_killing_its_process_costs_one_row(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A text that kills its process every time: after SENTQ_MAX_DELIVERIES deaths its chunk is probed piece by
     piece until the text is alone; that one line fails, every other row comes back, the worker lives on."""
     src = tmp_path / "t.txt"
-    env = {"SENTQ_QUEUE": "poison-kill-q", "SENTQ_MAX_DELIVERIES": "2"}
+    env = {"SENTQ_QUEUE": "poison-kill-q", "SENTQ_MAX_DELIVERIES": "2", **clocks}
     w = poisoned_worker(redis_url, tmp_path, src, texts=3_000, line=1_235, how="kill", **env)
     try:
         out = tmp_path / "rows.jsonl"
@@ -125,12 +126,13 @@ def test_poison_text_killing_its_process_costs_one_row(redis_url: str, tmp_path:
         w.stop()
 
 
-def test_worker_host_vanishes_default_settings_chunk_rescued_fast(redis_url: str, tmp_path: Path) -> None:
+def test_worker_host_vanishes_chunk_rescued_fast(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A whole worker SIGKILLed mid-chunk with the default visibility timeout (360 s) while another worker lives:
-    its heartbeat lapses, the reconciler re-sends its chunk, the job completes far inside 360 s, every row once."""
+    its heartbeat lapses, the reconciler re-sends its chunk, the job completes far inside 360 s, every row once.
+    `make faults` runs it with the default clocks (--default-clocks): then the bound is the 30 s goal as shipped."""
     src = tmp_path / "t.txt"
     write_texts(src, 400_000)
-    env = {"SENTQ_QUEUE": "vanish-q"}
+    env = {"SENTQ_QUEUE": "vanish-q", **clocks}
     client = redis.Redis.from_url(redis_url)
     # doomed holds its chunk 60 s (tests/hooks: SENTQ_TEST_SLOW): it is still holding it when it is killed.
     slow = hooked(**env, SENTQ_TEST_SLOW="60")
@@ -145,10 +147,14 @@ def test_worker_host_vanishes_default_settings_chunk_rescued_fast(redis_url: str
         doomed.proc.wait()
         killed_at = time.monotonic()
         out = tmp_path / "rows.jsonl"
-        # The wait's own timeout is the bound: 60 s, where the visibility timeout alone would take 360 s.
-        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", "60"], redis_url, timeout=90, **env)
+        # The bound: the clocks' worst case (a dead lock holder: lock TTL + a sweep), plus the 3 rescued chunks'
+        # scoring and the download, with room for a busy machine; under 60 s with the defaults, where the visibility
+        # timeout alone would take 360 s.
+        settings = Settings.from_env(env)
+        bound = settings.reconcile_lock_ttl_s + settings.reconcile_every_s + 30
+        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", str(bound)], redis_url, timeout=90, **env)
         assert waited.returncode == 0, waited.stderr + rescuer.output()
-        assert time.monotonic() - killed_at < 60
+        assert time.monotonic() - killed_at < bound
         assert read_lines(out) == list(range(1, 400_001))
         status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
         assert (status["chunks_done"], status["texts_done"], status["chunks_failed"]) == (4, 400_000, 0)
@@ -160,14 +166,14 @@ def test_worker_host_vanishes_default_settings_chunk_rescued_fast(redis_url: str
         rescuer.stop()
 
 
-def test_lost_message_is_resent(redis_url: str, tmp_path: Path) -> None:
+def test_lost_message_is_resent(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A queued message deleted from the broker's list (what a lost message leaves behind): the reconciler sees a
     pending chunk no message carries and sends it again; the job completes, every row once, in order."""
     from tests.conftest import decode_message
 
     src = tmp_path / "t.txt"
     write_texts(src, 50_000)
-    env = {"SENTQ_QUEUE": "lost-q"}
+    env = {"SENTQ_QUEUE": "lost-q", **clocks}
     client = redis.Redis.from_url(redis_url)
     job = run_sentq(["submit", str(src), "--chunk-size", "5000"], redis_url, **env).stdout.strip()
     messages = client.lrange("lost-q", 0, -1)
@@ -187,13 +193,13 @@ def test_lost_message_is_resent(redis_url: str, tmp_path: Path) -> None:
         w.stop()
 
 
-def test_two_workers_racing_on_one_chunk_write_it_once(redis_url: str, tmp_path: Path) -> None:
+def test_two_workers_racing_on_one_chunk_write_it_once(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """One chunk's message delivered twice at once to two idle workers: both score it, its rows are written once
     and it counts once."""
     src = tmp_path / "t.txt"
     write_texts(src, 120_000)  # one chunk (~6 MB of text, under the 8 MB cut), ~0.5 s to score
     client = redis.Redis.from_url(redis_url)
-    env = {"SENTQ_QUEUE": "race-q"}
+    env = {"SENTQ_QUEUE": "race-q", **clocks}
     workers = [
         Worker(redis_url, tmp_path / f"w{i}.log", name=f"racer{i}@%h", env_extra=env, concurrency=1).start()
         for i in range(2)
@@ -217,13 +223,16 @@ def test_two_workers_racing_on_one_chunk_write_it_once(redis_url: str, tmp_path:
             w.stop()
 
 
-def test_wait_says_why_a_job_stalls_and_honours_its_timeout(redis_url: str, tmp_path: Path) -> None:
+def test_wait_says_why_a_job_stalls_and_honours_its_timeout(
+    redis_url: str, tmp_path: Path, clocks: dict[str, str]
+) -> None:
     """No worker consumes the job's queue: `sentq wait` says so and how to fix it, keeps following, exits 4."""
     src = tmp_path / "t.txt"
     src.write_text("great product\n" * 10)
-    env = {"SENTQ_QUEUE": "stall-q"}
+    env = {"SENTQ_QUEUE": "stall-q", **clocks}
     job = run_sentq(["submit", str(src)], redis_url, **env).stdout.strip()
-    waited = run_sentq(["wait", job, "--timeout", "20"], redis_url, **env)
+    stall_after = float(env.get("SENTQ_STALL_AFTER", Settings().stall_after_s))
+    waited = run_sentq(["wait", job, "--timeout", str(stall_after + 3)], redis_url, **env)
     assert waited.returncode == 4, waited.stderr
     assert "no live worker consumes its queue 'stall-q'" in waited.stderr
     assert "Start one: `sentq worker` with SENTQ_QUEUE=stall-q (still following)" in waited.stderr
@@ -267,7 +276,7 @@ def test_producer_killed_mid_input_is_reported_not_waited_on_forever(worker: Wor
     assert status["state"] == "invalid"
 
 
-def test_wait_rides_out_a_redis_restart(tmp_path: Path) -> None:
+def test_wait_rides_out_a_redis_restart(tmp_path: Path, clocks: dict[str, str]) -> None:
     """Redis (append-only, as sentq runs it) restarts while `sentq wait` follows a job: wait says so and finishes."""
     import subprocess
 
@@ -275,7 +284,7 @@ def test_wait_rides_out_a_redis_restart(tmp_path: Path) -> None:
 
     server = RedisServer(tmp_path, appendonly=True)
     server.start()
-    env = {"SENTQ_QUEUE": "restart-q"}
+    env = {"SENTQ_QUEUE": "restart-q", **clocks}
     src = tmp_path / "t.txt"
     src.write_text("great product\nawful service\n" * 50)
     job = run_sentq(["submit", str(src), "--chunk-size", "10"], server.url, **env).stdout.strip()
@@ -301,7 +310,7 @@ def test_wait_rides_out_a_redis_restart(tmp_path: Path) -> None:
         server.stop()
 
 
-def redis_fault_mid_job(tmp_path: Path, sig: int) -> None:
+def redis_fault_mid_job(tmp_path: Path, sig: int, clocks: dict[str, str]) -> None:
     """Redis (append-only, fsync every second: its defaults) stopped with ``sig`` while a worker scores a job, then
     started again from its AOF: every row comes back exactly once, in input order, or the job ends failed naming
     chunks that `sentq retry` then completes; never a hang, never a duplicate, never `done` with a row missing."""
@@ -311,10 +320,10 @@ def redis_fault_mid_job(tmp_path: Path, sig: int) -> None:
     server.start()
     src = tmp_path / "t.txt"
     write_texts(src, 300_000)
-    w = Worker(server.url, tmp_path / "w.log", name="midjob@%h")
+    w = Worker(server.url, tmp_path / "w.log", name="midjob@%h", env_extra=clocks)
     try:
         w.start()
-        job = run_sentq(["submit", str(src), "--chunk-size", "1000"], server.url).stdout.strip()
+        job = run_sentq(["submit", str(src), "--chunk-size", "1000"], server.url, **clocks).stdout.strip()
         client = server.client()
         wait_until(lambda: int(client.hget(f"sentq:job:{job}", "chunks_done") or 0) >= 20, 30, "20 chunks are done")
         server.stop(sig)
@@ -346,15 +355,15 @@ def redis_fault_mid_job(tmp_path: Path, sig: int) -> None:
         server.stop()
 
 
-def test_redis_restart_mid_job_loses_nothing(tmp_path: Path) -> None:
+def test_redis_restart_mid_job_loses_nothing(tmp_path: Path, clocks: dict[str, str]) -> None:
     """Redis shut down and restarted mid-job (a message BRPOPped but not yet in kombu's unacked hash is lost):
     the reconciler re-sends the chunk no message carries."""
-    redis_fault_mid_job(tmp_path, signal.SIGTERM)
+    redis_fault_mid_job(tmp_path, signal.SIGTERM, clocks)
 
 
-def test_redis_sigkilled_mid_job_loses_nothing(tmp_path: Path) -> None:
+def test_redis_sigkilled_mid_job_loses_nothing(tmp_path: Path, clocks: dict[str, str]) -> None:
     """Redis SIGKILLed mid-job, restarted from an AOF that may lack its last second."""
-    redis_fault_mid_job(tmp_path, signal.SIGKILL)
+    redis_fault_mid_job(tmp_path, signal.SIGKILL, clocks)
 
 
 def test_job_wiped_from_redis_is_reported_lost(tmp_path: Path) -> None:

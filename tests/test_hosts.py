@@ -208,7 +208,7 @@ def worker_stats(client: redis.Redis, prefix: str) -> bytes | None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(200)
-def test_a_host_cut_off_mid_job(lan: Lan, tmp_path: Path) -> None:
+def test_a_host_cut_off_mid_job(lan: Lan, tmp_path: Path, clocks: dict[str, str]) -> None:
     """Host a's link is cut while it scores a chunk (its process runs on): the ledger re-sends the chunk to b and the
     job completes, every row once, in order. With the link back, a's late write of that chunk changes nothing."""
     a, b = lan.hosts
@@ -217,8 +217,8 @@ def test_a_host_cut_off_mid_job(lan: Lan, tmp_path: Path) -> None:
     src = tmp_path / "texts.txt"
     texts = write_lines(src, 100_000)
     # a holds each chunk 3 s (tests/hooks: SENTQ_TEST_SLOW), so the cut lands while it scores one.
-    wa = a.worker("a", SENTQ_TEST_SLOW="3")
-    wb = b.worker("b")
+    wa = a.worker("a", SENTQ_TEST_SLOW="3", **clocks)
+    wb = b.worker("b", **clocks)
     lock = keys.reconciler_lock("redis")
     try:
         # The hardest case: a also runs the ledger's reconciler (it started first), so b must take that over too.

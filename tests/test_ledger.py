@@ -9,8 +9,11 @@ import pytest
 import redis
 
 from sentq import keys, ledger
+from sentq.settings import Settings
 
 JOB = "ledgertest01"
+DEFAULTS = Settings()
+CLOCKS = {"beat_every_s": DEFAULTS.heartbeat_s, "lost_after_s": DEFAULTS.lost_after_s}
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ class Publisher:
 
 def sweep(client: redis.Redis, view: ledger.QueueView) -> tuple[ledger.Sweep, Publisher]:
     publish = Publisher()
-    return ledger.reconcile(client, broker_id="redis", view=lambda queue: view, publish=publish), publish
+    return ledger.reconcile(client, broker_id="redis", view=lambda queue: view, publish=publish, **CLOCKS), publish
 
 
 def test_claim_leases_and_a_second_completion_is_a_no_op(client: redis.Redis) -> None:
@@ -114,7 +117,7 @@ def test_reconciler_resends_the_chunk_of_a_dead_holder_once(client: redis.Redis)
 
 def test_reconciler_leaves_a_live_holders_chunk_alone(client: redis.Redis) -> None:
     ledger.claim(client, JOB, 0, holder="alive@h/1-a")
-    ledger.beat(client, "alive@h/1-a", info={"queues": ["q"]}, running=[f"{JOB}:0"])
+    ledger.beat(client, "alive@h/1-a", info={"queues": ["q"]}, running=[f"{JOB}:0"], ttl_s=DEFAULTS.heartbeat_ttl_s)
     age(client, 0, 100)
     _, publish = sweep(client, ledger.QueueView(depth=0))
     assert ledger.summary(client, JOB).leased == {0: "alive@h/1-a"}
@@ -123,7 +126,7 @@ def test_reconciler_leaves_a_live_holders_chunk_alone(client: redis.Redis) -> No
 
 def test_reconciler_resends_a_lease_its_live_holder_no_longer_runs(client: redis.Redis) -> None:
     client.hset(keys.job_leases(JOB), "0", f"alive@h/1-a|{redis_now(client) - 60:.6f}")  # e.g. completion lost
-    ledger.beat(client, "alive@h/1-a", info={"queues": ["q"]}, running=[])
+    ledger.beat(client, "alive@h/1-a", info={"queues": ["q"]}, running=[], ttl_s=DEFAULTS.heartbeat_ttl_s)
     _, publish = sweep(client, ledger.QueueView(depth=3))
     assert publish.sent == [(JOB, "q", [0])]
 
@@ -158,13 +161,13 @@ def test_reconciler_skips_finished_vanished_and_foreign_jobs(client: redis.Redis
 
 
 def test_one_reconciler_at_a_time(client: redis.Redis) -> None:
-    assert ledger.lock(client, "redis", "a")
-    assert ledger.lock(client, "redis", "a")  # renewed
-    assert not ledger.lock(client, "redis", "b")
+    assert ledger.lock(client, "redis", "a", ttl_s=DEFAULTS.reconcile_lock_ttl_s)
+    assert ledger.lock(client, "redis", "a", ttl_s=DEFAULTS.reconcile_lock_ttl_s)  # renewed
+    assert not ledger.lock(client, "redis", "b", ttl_s=DEFAULTS.reconcile_lock_ttl_s)
     ledger.unlock(client, "redis", "b")  # not b's to release
-    assert not ledger.lock(client, "redis", "b")
+    assert not ledger.lock(client, "redis", "b", ttl_s=DEFAULTS.reconcile_lock_ttl_s)
     ledger.unlock(client, "redis", "a")
-    assert ledger.lock(client, "redis", "b")
+    assert ledger.lock(client, "redis", "b", ttl_s=DEFAULTS.reconcile_lock_ttl_s)
 
 
 def test_live_workers_and_farewell(client: redis.Redis) -> None:
@@ -172,7 +175,9 @@ def test_live_workers_and_farewell(client: redis.Redis) -> None:
     def ours() -> list[tuple[str, list[str], list[str]]]:
         return [(w.instance, w.queues, w.running) for w in ledger.live_workers(client) if w.instance.startswith("w@h/")]
 
-    ledger.beat(client, "w@h/1-a", info={"queues": ["q"], "concurrency": 2}, running=["j:1"])
+    ledger.beat(
+        client, "w@h/1-a", info={"queues": ["q"], "concurrency": 2}, running=["j:1"], ttl_s=DEFAULTS.heartbeat_ttl_s
+    )
     assert ours() == [("w@h/1-a", ["q"], ["j:1"])]
     assert [w.instance for w in ledger.consumers(client, "q")] == ["w@h/1-a"]
     assert ledger.consumers(client, "other") == []

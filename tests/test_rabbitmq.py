@@ -333,11 +333,14 @@ def test_failed_chunk_then_retry(rabbit: RabbitNode, amqp: dict[str, str], tmp_p
 
 
 @pytest.mark.slow
-def test_lost_message_is_resent(rabbit: RabbitNode, amqp: dict[str, str], tmp_path: Path) -> None:
+def test_lost_message_is_resent(
+    rabbit: RabbitNode, amqp: dict[str, str], tmp_path: Path, clocks: dict[str, str]
+) -> None:
     """A message taken off the queue and never run (what a lost message leaves): once the queue is empty the
     reconciler re-sends its chunk; every row once, in order."""
     from kombu import Connection
 
+    amqp = amqp | clocks
     src = tmp_path / "t.txt"
     write_texts(src, 5_000)
     job = run_sentq(["submit", str(src), "--chunk-size", "500"], rabbit.url(), **amqp).stdout.strip()
@@ -359,11 +362,14 @@ def test_lost_message_is_resent(rabbit: RabbitNode, amqp: dict[str, str], tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["stop", "kill"])
-def test_node_restarted_mid_job(rabbit: RabbitNode, amqp: dict[str, str], tmp_path: Path, how: str) -> None:
+def test_node_restarted_mid_job(
+    rabbit: RabbitNode, amqp: dict[str, str], tmp_path: Path, how: str, clocks: dict[str, str]
+) -> None:
     """Our node stopped (SIGTERM, a clean shutdown) or SIGKILLed while chunks wait in its durable queue and two run,
     then started again on the same port and mnesia dir: the worker reconnects by itself and the job completes, every
     row once, in order (after a kill, a message the node had not yet written to disk is re-sent by the reconciler).
     A worker started while the node is down waits for it (a wrong password is refused at start, an outage is not)."""
+    amqp = amqp | clocks
     src = tmp_path / "t.txt"
     texts = write_texts(src, 4_000)
     w = start_worker(rabbit, amqp, tmp_path, "restart", **hooked(SENTQ_TEST_SLOW="0.3"))

@@ -34,10 +34,18 @@ def test_reads_every_variable() -> None:
         "SENTQ_RESULT_EXPIRES": "3600",
         "SENTQ_RETRAIN_SCHEDULE": "*/5 * * * *",
         "SENTQ_VISIBILITY_TIMEOUT": "90",
+        "SENTQ_HEARTBEAT": "0.5",
+        "SENTQ_HEARTBEAT_TTL": "3",
+        "SENTQ_RECONCILE_EVERY": "1",
+        "SENTQ_RECONCILE_LOCK_TTL": "4",
+        "SENTQ_LOST_AFTER": "5",
+        "SENTQ_STALL_AFTER": "6",
     }
     s = Settings.from_env(env)
     assert (s.queue, s.chunk_size, s.task_time_limit_s, s.max_tasks_per_child) == ("q1", 250, 60, 7)
     assert (s.result_expires_s, s.retrain_schedule, s.visibility_timeout_s) == (3600, "*/5 * * * *", 90)
+    clocks = (s.heartbeat_s, s.heartbeat_ttl_s, s.reconcile_every_s, s.reconcile_lock_ttl_s, s.lost_after_s)
+    assert clocks + (s.stall_after_s,) == (0.5, 3, 1, 4, 5, 6)
     assert not s.broker_is_redis
     assert s.backend_url == "redis://127.0.0.1:6390/2"
 
@@ -58,6 +66,10 @@ def test_amqp_broker_without_backend_uses_local_redis() -> None:
         ({"SENTQ_TASK_TIME_LIMIT": "0"}, ["SENTQ_TASK_TIME_LIMIT"]),
         ({"SENTQ_VISIBILITY_TIMEOUT": "100"}, ["SENTQ_VISIBILITY_TIMEOUT", "SENTQ_TASK_TIME_LIMIT"]),
         ({"SENTQ_BROKER_URL": "redis://localhost:99999/0"}, ["SENTQ_BROKER_URL", "port"]),
+        ({"SENTQ_HEARTBEAT": "0"}, ["SENTQ_HEARTBEAT", "positive"]),
+        ({"SENTQ_LOST_AFTER": "soon"}, ["SENTQ_LOST_AFTER", "soon"]),
+        ({"SENTQ_HEARTBEAT_TTL": "3"}, ["SENTQ_HEARTBEAT_TTL", "SENTQ_HEARTBEAT", "twice"]),
+        ({"SENTQ_RECONCILE_EVERY": "9"}, ["SENTQ_RECONCILE_LOCK_TTL", "SENTQ_RECONCILE_EVERY", "twice"]),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], words: list[str]) -> None:

@@ -252,7 +252,14 @@ def test_duplicate_steps_count_once(client: redis.Redis, redis_url: str) -> None
     client.zadd(keys.job_pending(job), {"2": secs + micros / 1e6 - 100})
     view = ledger.QueueView(depth=0)
     for _ in range(2):
-        ledger.reconcile(client, broker_id="redis", view=lambda q: view, publish=lambda *a: None)
+        ledger.reconcile(
+            client,
+            broker_id="redis",
+            view=lambda q: view,
+            publish=lambda *a: None,
+            beat_every_s=settings.heartbeat_s,
+            lost_after_s=settings.lost_after_s,
+        )
     assert counters(client, settings)["retries"] == 1
 
     ledger.fail(client, job, 2, "boom")
