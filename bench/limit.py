@@ -1,6 +1,6 @@
-"""The one-process limit for bench/run.py: read a text file, score it 5,000 lines at a time, write JSONL rows.
+"""The one-process limit: read a text file, score it 5,000 lines at a time, write JSONL rows.
 
-Run by bench/run.py in its own process (one thread: OMP/OPENBLAS_NUM_THREADS=1) as
+Run by bench/limit_vs_sentq.py in its own process (one thread: OMP/OPENBLAS_NUM_THREADS=1) as
 ``python bench/limit.py REDIS_URL INPUT OUTPUT [--passes N]``; it loads the registry's current model (the one
 the workers score with) and prints one JSON object: the best pass's texts/s end to end (read -> predict_proba ->
 sentq.rows.format_rows -> write), its per-stage seconds, and the scoring-only rate (predict_proba alone).

@@ -1,4 +1,4 @@
-"""A bare Celery app with one no-op task: the yardstick for sentq's small-job round trip (bench/run.py).
+"""A bare Celery app with one no-op task: the yardstick for sentq's small-job round trip (bench/small_jobs.py).
 
 Same broker and the same reliability settings as sentq's app (JSON only, acks late, reject on worker lost,
 prefetch 1), nothing else: no events, no started-state tracking, no per-task Redis work. Its worker runs as

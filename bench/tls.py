@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import make_pool, write_texts  # noqa: E402
+from common import make_pool, write_texts  # noqa: E402
 
 from tests.conftest import Worker, base_env  # noqa: E402
 from tests.test_secure_redis import Certs, SecureRedis, make_ca, make_cert  # noqa: E402
