@@ -12,7 +12,7 @@ UV := $(VENV)/bin/uv
 DATA := data/vader/SHA256SUMS
 QUICK ?=
 
-.PHONY: setup lock redis-server chromium wrk demo test lint format bench faults clean
+.PHONY: setup lock cli-table redis-server chromium wrk demo test lint format bench faults clean
 
 setup: $(STAMP) $(DATA) redis-server
 
@@ -30,6 +30,11 @@ $(STAMP): pyproject.toml $(LOCK) | $(UV)
 lock: | $(UV)
 	$(UV) pip compile -q pyproject.toml --extra test --universal --python-version 3.11 \
 	  $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade) -o $(LOCK)
+
+# sentq/plain_table.py: how sentq.plain reads `sentq submit|wait|status|cancel` without Typer, written from their
+# Typer declarations (sentq/commands.py); run it after changing one (tests/test_cli.py fails until you do).
+cli-table: $(STAMP)
+	$(BIN)/python -m sentq.plain
 
 $(DATA): | $(STAMP)
 	$(BIN)/python -m sentq.dataset fetch --data-dir data
@@ -64,7 +69,7 @@ demo: setup
 # the suite's sentq processes compile them again (the suite took 1,015 CPU-s that way, 470 compiled).
 PYTEST_WORKERS ?= auto
 test: setup chromium lint
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check sentq tests bench scripts

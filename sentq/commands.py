@@ -1,7 +1,8 @@
 """The ``sentq`` command line: thin Typer commands that parse, make one call into sentq, and render with Rich.
 
-`sentq status` and `sentq submit` in their plain forms are read by sentq.cli without Typer; both ways run the same
-bodies (``cli.show_status``, ``cli.submit_file``, ``cli.follow_job``).
+These signatures are the one declaration of every command's options. A command declared with ``body=`` (a function
+of sentq.terminal taking the options by name) runs that body, and sentq.plain reads its plain command lines without
+Typer from a table generated from this declaration (`make cli-table`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from sentq import errors
-from sentq.cli import (
-    err,
-    exit_code_for,
-    follow_job,
-    load_settings,
-    out,
-    print_error,
-    show_status,
-    submit_file,
-)
+from sentq import errors, terminal
+from sentq.terminal import err, exit_code_for, load_settings, out, print_error
 
 app = typer.Typer(
     name="sentq",
@@ -46,18 +38,25 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def command(*args: Any, on: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """``app.command`` (or ``on.command``) that turns a SentqError into one red line and its exit code."""
+def command(
+    *args: Any, on: typer.Typer | None = None, body: Callable[..., None] | None = None, **kwargs: Any
+) -> Callable[[F], F]:
+    """``app.command`` (or ``on.command``) that turns a SentqError into one red line and its exit code. With ``body``
+    the decorated function only declares (its signature and docstring) and ``body`` runs, taking the options by
+    name: sentq.plain then reads the command without Typer."""
 
     def decorate(func: F) -> F:
+        target = body or func
+
         @functools.wraps(func)
         def run(*a: Any, **kw: Any) -> Any:
             try:
-                return func(*a, **kw)
+                return target(*a, **kw)
             except errors.SentqError as exc:
                 print_error(exc)
                 raise typer.Exit(code=exit_code_for(exc)) from None
 
+        run.sentq_body = body  # type: ignore[attr-defined]
         (on or app).command(*args, **kwargs)(run)
         return func
 
@@ -117,7 +116,7 @@ Forget = Annotated[
 ]
 
 
-@command()
+@command(body=terminal.submit)
 def submit(
     path: Annotated[str, typer.Argument(help="Input file (text, CSV/TSV, JSONL, optionally .gz), or - for stdin.")],
     fmt: Annotated[
@@ -136,20 +135,13 @@ def submit(
     forget: Forget = False,
 ) -> None:
     """Submit a file of texts as one job; prints its id at once (alone on stdout when piped)."""
-    settings, job_id = submit_file(
-        path, fmt=fmt, column=column, field=field, chunk_size=chunk_size, model=model, wait=wait
-    )
-    if forget and not wait:
-        raise typer.BadParameter("--forget needs --wait (it frees the job once its rows are downloaded)")
-    if wait:
-        follow_job(settings, job_id, output=output, out_format=out_format, timeout=timeout, forget=forget)
 
 
 def plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-@command()
+@command(body=terminal.wait)
 def wait(
     job_id: Annotated[str, typer.Argument(help="The job id `sentq submit` printed.")],
     output: Output = None,
@@ -158,26 +150,20 @@ def wait(
     forget: Forget = False,
 ) -> None:
     """Follow a job to its end, streaming its rows in input order (JSONL to stdout by default)."""
-    follow_job(load_settings(), job_id, output=output, out_format=out_format, timeout=timeout, forget=forget)
 
 
-@command()
+@command(body=terminal.status)
 def status(
     job_id: Annotated[str | None, typer.Argument(help="A job id; without one, a table of recent jobs.")] = None,
     as_json: AsJson = False,
     limit: Annotated[int, typer.Option("--limit", help="How many recent jobs to list.")] = 20,
 ) -> None:
     """Show recent jobs, or one job's progress, speed, ETA and failed chunks."""
-    show_status(job_id, as_json=as_json, limit=limit)
 
 
-@command()
+@command(body=terminal.cancel)
 def cancel(job_id: Annotated[str, typer.Argument(help="The job to cancel.")]) -> None:
     """Cancel a job: queued chunks are skipped, running ones finish."""
-    from sentq import control
-
-    record = control.cancel(load_settings(), job_id)
-    err.print(f"job {job_id} is {record.state.value} ({record.texts_done:,} texts were scored)")
 
 
 @command()

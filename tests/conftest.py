@@ -18,6 +18,12 @@ from typing import Any
 import pytest
 import redis
 
+# One BLAS thread per process (numpy, scipy, scikit-learn, here and in every server and worker a test starts): the
+# suite runs a pytest process per core, each with workers of its own, and BLAS threads spinning beside them only
+# burn the cores the others need (the bench runs its workers so too).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
 REPO = Path(__file__).resolve().parent.parent
 SENTQ = [sys.executable, "-m", "sentq.cli"]
 
@@ -295,6 +301,24 @@ def redis_url(redis_server: RedisServer, model_state: dict[bytes, bytes]) -> Ite
     yield redis_server.url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def own_redis_url(tmp_path: Path, model_state: dict[bytes, bytes]) -> Iterator[str]:
+    """A redis-server of this test's own, with model v1 in place, for a test that waits on the reconciler: on the
+    session Redis the session worker holds the reconciler's lock, on the default clocks, and every worker on one
+    Redis must run the same clocks."""
+    directory = tmp_path / "own-redis"
+    directory.mkdir()
+    server = RedisServer(directory)
+    server.start()
+    try:
+        client = server.client()
+        restore(client, model_state)
+        client.close()
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -103,24 +103,25 @@ def test_poison_text_raising_costs_one_row(redis_url: str, tmp_path: Path, clock
 
 def test_poison_text_killing_its_process_costs_one_row(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A text that kills its process every time: after SENTQ_MAX_DELIVERIES deaths its chunk is probed piece by
-    piece until the text is alone; that one line fails, every other row comes back, the worker lives on."""
+    piece until the text is alone; that one line fails, every other row comes back, the worker lives on. (Each death
+    costs a process; chunks of 40 keep them to about eight.)"""
     src = tmp_path / "t.txt"
     env = {"SENTQ_QUEUE": "poison-kill-q", "SENTQ_MAX_DELIVERIES": "2", **clocks}
-    w = poisoned_worker(redis_url, tmp_path, src, texts=3_000, line=1_235, how="kill", **env)
+    w = poisoned_worker(redis_url, tmp_path, src, texts=300, line=135, how="kill", **env)
     try:
         out = tmp_path / "rows.jsonl"
         proc = run_sentq(
-            ["submit", str(src), "--chunk-size", "1000", "--wait", "-o", str(out), "--timeout", "100"],
+            ["submit", str(src), "--chunk-size", "40", "--wait", "-o", str(out), "--timeout", "100"],
             redis_url,
             timeout=120,
             **env,
         )
         assert proc.returncode == 1, proc.stderr + w.output()
-        assert read_lines(out) == [n for n in range(1, 3_001) if n != 1_235]
+        assert read_lines(out) == [n for n in range(1, 301) if n != 135]
         job = proc.stderr.split()[1]
         status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
-        assert list(status["failed_lines"]) == ["1235"] and "process died" in status["failed_lines"]["1235"]
-        assert (status["texts_done"], status["texts_failed"]) == (2_999, 1)
+        assert list(status["failed_lines"]) == ["135"] and "process died" in status["failed_lines"]["135"]
+        assert (status["texts_done"], status["texts_failed"]) == (299, 1)
         assert w.proc is not None and w.proc.poll() is None
     finally:
         w.stop()
@@ -166,7 +167,7 @@ def test_worker_host_vanishes_chunk_rescued_fast(redis_url: str, tmp_path: Path,
         rescuer.stop()
 
 
-def test_lost_message_is_resent(redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
+def test_lost_message_is_resent(own_redis_url: str, tmp_path: Path, clocks: dict[str, str]) -> None:
     """A queued message deleted from the broker's list (what a lost message leaves behind): the reconciler sees a
     pending chunk no message carries and sends it again; the job completes, every row once, in order."""
     from tests.conftest import decode_message
@@ -174,19 +175,19 @@ def test_lost_message_is_resent(redis_url: str, tmp_path: Path, clocks: dict[str
     src = tmp_path / "t.txt"
     write_texts(src, 50_000)
     env = {"SENTQ_QUEUE": "lost-q", **clocks}
-    client = redis.Redis.from_url(redis_url)
-    job = run_sentq(["submit", str(src), "--chunk-size", "5000"], redis_url, **env).stdout.strip()
+    client = redis.Redis.from_url(own_redis_url)
+    job = run_sentq(["submit", str(src), "--chunk-size", "5000"], own_redis_url, **env).stdout.strip()
     messages = client.lrange("lost-q", 0, -1)
     assert len(messages) == 10
     victim = next(m for m in messages if decode_message(m)[1] == 6)
     assert client.lrem("lost-q", 1, victim) == 1
-    w = Worker(redis_url, tmp_path / "w.log", name="lost@%h", env_extra=env).start()
+    w = Worker(own_redis_url, tmp_path / "w.log", name="lost@%h", env_extra=env).start()
     try:
         out = tmp_path / "rows.jsonl"
-        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", "90"], redis_url, timeout=120, **env)
+        waited = run_sentq(["wait", job, "-o", str(out), "--timeout", "90"], own_redis_url, timeout=120, **env)
         assert waited.returncode == 0, waited.stderr + w.output()
         assert read_lines(out) == list(range(1, 50_001))
-        status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+        status = json.loads(run_sentq(["status", job, "--json"], own_redis_url).stdout)
         assert (status["chunks_done"], status["texts_done"]) == (10, 50_000)
         assert deliveries(client, job, 6) == 1  # its one delivery came from the reconciler's re-send
     finally:

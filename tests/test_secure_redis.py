@@ -266,7 +266,9 @@ def test_tls_query_is_checked_at_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_acl_user_runs_everything(acl_redis: SecureRedis, model_state: dict[bytes, bytes], tmp_path: Path) -> None:
+def test_acl_user_runs_everything(
+    acl_redis: SecureRedis, model_state: dict[bytes, bytes], tmp_path: Path, clocks: dict[str, str]
+) -> None:
     """Workers, submit/wait, status, workers, retrain, model list, cancel and the reconciler's re-send of a lost
     message, all as the user of deploy/redis-acl.conf: `ACL LOG` records no denial, and no log holds the password."""
     admin = fresh(acl_redis, model_state)
@@ -274,7 +276,7 @@ def test_acl_user_runs_everything(acl_redis: SecureRedis, model_state: dict[byte
     src = tmp_path / "t.txt"
     write_texts(src, 30_000)
     log = tmp_path / "w.log"
-    w = Worker(url, log, name="acl@%h").start()
+    w = Worker(url, log, name="acl@%h", env_extra=clocks).start()
     try:
         out = tmp_path / "rows.jsonl"
         done = run_sentq(["submit", str(src), "--chunk-size", "10000", "--wait", "-o", str(out)], url)
@@ -300,7 +302,7 @@ def test_acl_user_runs_everything(acl_redis: SecureRedis, model_state: dict[byte
         assert json.loads(run_sentq(["status", queued, "--json"], url).stdout)["state"] == "cancelled"
 
         # the reconciler re-sends a message lost from the queue (tests/test_faults.py::test_lost_message_is_resent)
-        lost = {"SENTQ_QUEUE": "sentq-lost"}
+        lost = {"SENTQ_QUEUE": "sentq-lost", **clocks}
         job = run_sentq(["submit", str(src), "--chunk-size", "5000"], url, **lost).stdout.strip()
         messages = admin.lrange("sentq-lost", 0, -1)
         victim = next(m for m in messages if decode_message(m)[1] == 3)
