@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import functools
 import json
 import re
 import sys
@@ -109,9 +110,6 @@ def split_large(chunks: Iterable[Chunk], *, max_chars: int = MAX_CHUNK_CHARS) ->
         index += 1
 
 
-# Every score a row can show ("0.0000" .. "1.0000"): a table lookup instead of formatting a float per row.
-_SCORES = [f"{i / 10000:.4f}" for i in range(10001)]
-
 # A chunk's result as a worker stores it: magic, the model version's length and name, then one little-endian uint16
 # per text of the staged chunk, in order: the score in 1/10000ths, the label in the top bit (set: positive), or
 # FAILED for a text that failed alone (it has no row). The waiter makes the rows from it and the staged texts (which
@@ -189,14 +187,18 @@ def _build_rows(lines: list[int], texts: list[str], codes: list[int], model: str
     parts[1::6] = numbers
     parts[2::6] = [b',"text":"'] * count
     parts[3::6] = escaped
-    parts[4::6] = map(_SCORE_LABEL.__getitem__, codes)
+    parts[4::6] = map(score_label_table().__getitem__, codes)
     parts[5::6] = [tail] * count
     return b"".join(parts)
 
 
-# code -> b'","score":0.1234,"label":"positive' (the part of a row between text and model), for every valid code.
-_SCORE_LABEL = {
-    code | flag: f'","score":{_SCORES[code]},"label":"{"positive" if flag else "negative"}'.encode()
-    for code in range(10001)
-    for flag in (0, _POSITIVE)
-}
+@functools.cache
+def score_label_table() -> dict[int, bytes]:
+    """code -> b'","score":0.1234,"label":"positive' (the part of a row between text and model), for every valid
+    code: a table lookup instead of formatting a float per row. Built on first use (~10 ms), not by every process
+    that imports this module (`sentq status` never makes a row)."""
+    return {
+        code | flag: f'","score":{code / 10000:.4f},"label":"{"positive" if flag else "negative"}'.encode()
+        for code in range(10001)
+        for flag in (0, _POSITIVE)
+    }
