@@ -108,6 +108,14 @@ Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write rows here (.jsonl or .csv) instead of stdout.")
 ]
 OutFormat = Annotated[str | None, typer.Option("--out-format", help="jsonl or csv (default: by --output suffix).")]
+RawCsv = Annotated[
+    bool,
+    typer.Option(
+        "--raw-csv",
+        help="CSV: write texts exactly as submitted. By default a text starting with = + - @ or a tab gets a leading "
+        "' so a spreadsheet shows it instead of running it as a formula.",
+    ),
+]
 Timeout = Annotated[float | None, typer.Option("--timeout", help="Give up waiting after this many seconds (exit 4).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Forget = Annotated[
@@ -131,6 +139,7 @@ def submit(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job and print its rows, like `sentq wait`.")] = False,
     output: Output = None,
     out_format: OutFormat = None,
+    raw_csv: RawCsv = False,
     timeout: Timeout = None,
     forget: Forget = False,
 ) -> None:
@@ -146,6 +155,7 @@ def wait(
     job_id: Annotated[str, typer.Argument(help="The job id `sentq submit` printed.")],
     output: Output = None,
     out_format: OutFormat = None,
+    raw_csv: RawCsv = False,
     timeout: Timeout = None,
     forget: Forget = False,
 ) -> None:

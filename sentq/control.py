@@ -332,16 +332,9 @@ def retry(settings: Settings, job_id: str) -> list[int]:
     """Queue the job's failed chunks again; returns their indexes (JobStateError if it has none)."""
     client = connect(settings)
     check_broker(settings)
-    record = jobs.get(client, job_id)
-    if not record.chunks_failed:
-        raise JobStateError(
-            f"job {job_id} has no failed chunks to retry (it is {record.state.value}); "
-            "only a job that finished with failed chunks can be retried"
-        )
-    indexes = jobs.reopen_failed(client, job_id)
-    if indexes:
-        sent_at = float(ledger.mark_sent(client, job_id, indexes))
-        worker_module(settings).publisher(jobs.get(client, job_id).queue or settings.queue)(job_id, indexes, sent_at)
+    indexes, sent_at = jobs.reopen_failed(client, job_id)
+    # Were this process to die here, the chunks are pending and sent: the reconciler re-sends their messages.
+    worker_module(settings).publisher(jobs.get(client, job_id).queue or settings.queue)(job_id, indexes, sent_at)
     return indexes
 
 

@@ -22,10 +22,24 @@ def parse_rows(jsonl: bytes) -> list[dict[str, Any]]:
     return json.loads(b"[" + jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]") if jsonl.strip() else []
 
 
-def to_csv(jsonl: bytes) -> bytes:
-    """A chunk's JSONL rows as CSV lines (no header: that is CSV_HEADER, written once)."""
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`, `+1+1`, `@SUM(1+1)`).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralized(text: str) -> str:
+    """``text`` as a spreadsheet shows it without running it: a leading ' before a formula start (OWASP's rule for
+    CSV injection; the spreadsheet hides the quote). Other texts are unchanged."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def to_csv(jsonl: bytes, *, raw: bool = False) -> bytes:
+    """A chunk's JSONL rows as CSV lines (no header: that is CSV_HEADER, written once). A text a spreadsheet would
+    run as a formula gets a leading ' unless ``raw`` (the text exactly as it was submitted)."""
     buf = io.StringIO()
-    csv.writer(buf).writerows([r["line"], r["text"], r["score"], r["label"], r["model"]] for r in parse_rows(jsonl))
+    safe = (lambda text: text) if raw else neutralized
+    csv.writer(buf).writerows(
+        [r["line"], safe(r["text"]), r["score"], r["label"], r["model"]] for r in parse_rows(jsonl)
+    )
     return buf.getvalue().encode()
 
 
@@ -53,9 +67,10 @@ def format_for(path: Path | None, fmt: str | None) -> str:
 class Sink:
     """Where rows go; JSONL bytes pass straight through, CSV is converted one chunk at a time."""
 
-    def __init__(self, path: Path | None, fmt: str) -> None:
+    def __init__(self, path: Path | None, fmt: str, *, raw_csv: bool = False) -> None:
         self.path = path
         self.fmt = fmt
+        self.raw_csv = raw_csv
         self.rows = 0
         if path is None:
             self._file: BinaryIO = sys.stdout.buffer
@@ -69,7 +84,7 @@ class Sink:
 
     def write(self, jsonl: bytes) -> None:
         self.rows += jsonl.count(b"\n")
-        self._file.write(jsonl if self.fmt == "jsonl" else to_csv(jsonl))
+        self._file.write(jsonl if self.fmt == "jsonl" else to_csv(jsonl, raw=self.raw_csv))
 
     def close(self) -> None:
         self._file.flush()

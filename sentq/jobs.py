@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import keys, ledger
-from sentq.errors import BrokerUnavailableError, InputError, JobNotFoundError
+from sentq.errors import BrokerUnavailableError, InputError, JobNotFoundError, JobStateError
 from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
 from sentq.settings import Settings
 from sentq.store import text
@@ -309,40 +309,42 @@ def cancel(client: redis.Redis, job_id: str) -> JobRecord:
     return get(client, job_id)
 
 
-def reopen_failed(client: redis.Redis, job_id: str) -> list[int]:
-    """Put a finished job's failed chunks back to be run again; returns their indexes (the caller queues them).
+def reopen_failed(client: redis.Redis, job_id: str) -> tuple[list[int], float]:
+    """Put a job that finished with failed chunks back to run exactly those again, sent now (one atomic step: see
+    ledger.reopen); returns their indexes and the send stamp (the caller publishes their messages). Refuses, with
+    JobStateError, a job that is not finished with failed chunks, or whose failed chunks change meanwhile.
 
     The rows a chunk kept when some of its texts failed alone are dropped with it: the chunk is scored whole again.
     """
     record = get(client, job_id)
-    failed = failures(client, job_id)
-    if not failed:
-        return []
-    indexes = sorted(failed)
+    if record.state in (JobState.CANCELLED, JobState.INVALID):
+        why = "it was cancelled" if record.state == JobState.CANCELLED else f"its input was invalid ({record.error})"
+        raise JobStateError(f"job {job_id} cannot be retried: {why}; submit the file again")
+    if not record.state.finished:
+        raise JobStateError(
+            f"job {job_id} is still {record.state.value}: only a finished job's failed chunks can be retried; "
+            f"let it finish (`sentq wait {job_id}`), then retry"
+        )
+    seen = {
+        int(k): v if isinstance(v, bytes) else v.encode() for k, v in client.hgetall(keys.job_failed(job_id)).items()
+    }
+    if record.state != JobState.FAILED or not seen:
+        raise JobStateError(
+            f"job {job_id} has no failed chunks to retry (it is {record.state.value}); "
+            "only a job that finished with failed chunks can be retried"
+        )
+    indexes = sorted(seen)
     missing = [i for i, there in zip(indexes, _exists(client, job_id, indexes), strict=True) if not there]
     if missing:
         raise JobNotFoundError(f"the inputs of chunks {missing} of job {job_id} expired; submit the file again")
-    scored = sum(f.scored for f in failed.values())
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(keys.job_failed(job_id))
-    pipe.hdel(keys.job_deliveries(job_id), *[str(i) for i in indexes])
-    pipe.hdel(keys.job_probe(job_id), *[str(i) for i in indexes])
-    for index in indexes:
-        pipe.delete(keys.chunk_output(job_id, index), keys.chunk_partial(job_id, index))
-    pipe.hincrby(keys.job(job_id), "texts_done", -scored)
-    pipe.hset(
-        keys.job(job_id),
-        mapping={
-            "state": JobState.RUNNING.value if record.chunks_done else "queued",
-            "chunks_failed": 0,
-            "texts_failed": 0,
-            "finished_at": "",
-        },
-    )
-    ledger.track(pipe, job_id, record.created)
-    pipe.hincrby(keys.STATS, "chunk_retries", len(indexes))
-    pipe.execute()
-    return indexes
+    code, found = ledger.reopen(client, job_id, seen)
+    if code == -1:
+        raise JobNotFoundError(f"no job {job_id!r}: its records expired")
+    if code == -2:
+        raise JobStateError(f"job {job_id} is now {found}: it was retried meanwhile; follow it with `sentq wait`")
+    if code == -3:
+        raise JobStateError(f"job {job_id}'s failed chunks changed while it was being retried; see `sentq status`")
+    return indexes, float(found)
 
 
 def _exists(client: redis.Redis, job_id: str, indexes: list[int]) -> list[bool]:

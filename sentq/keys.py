@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "sentq:"
+# A job id as sentq makes them (jobs.new_job_id): 12 lowercase hex digits.
+JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def is_job_id(value: str) -> bool:
+    return JOB_ID.fullmatch(value) is not None
+
 
 # Model registry. Artifacts never expire: a job pinned to a version must find it however long it queued.
 MODEL_SEQ = PREFIX + "model:seq"  # INCR gives the next version number

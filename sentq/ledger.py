@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,15 +77,61 @@ return tostring(now)
 """
 )
 
+# `sentq retry`: a job that finished with failed chunks gets exactly the failed chunks it was shown back to pending,
+# sent now, in one step; anything else changes nothing (a job not finished as failed, a failed set that changed since
+# it was read: another retry, a late write). A crash after this step loses nothing: the chunks are pending with a
+# send stamp, and the reconciler re-sends what no message carries.
+# KEYS: job, failed, deliveries, probe, pending, active, stats, then each chunk's output and partial keys
+# ARGV: job_id, n, then per chunk: index, its failure as read, texts it had scored
+# Returns {0, stamp} | {-1} no job | {-2, state} not finished as failed | {-3} its failed chunks changed.
+_REOPEN = (
+    _NOW
+    + _HELPERS
+    + """
+local st = redis.call('HMGET', KEYS[1], 'state', 'created', 'chunks_done')
+if not st[1] then return {-1} end
+if st[1] ~= 'failed' then return {-2, st[1]} end
+local n = tonumber(ARGV[2])
+if redis.call('HLEN', KEYS[2]) ~= n then return {-3} end
+local scored = 0
+for i = 1, n do
+  if redis.call('HGET', KEYS[2], ARGV[3 * i]) ~= ARGV[3 * i + 1] then return {-3} end
+  scored = scored + tonumber(ARGV[3 * i + 2])
+end
+redis.call('DEL', KEYS[2])
+for i = 1, n do
+  local item = ARGV[3 * i]
+  redis.call('HDEL', KEYS[3], item)
+  redis.call('HDEL', KEYS[4], item)
+  redis.call('DEL', KEYS[6 + 2 * i], KEYS[7 + 2 * i])
+  redis.call('ZADD', KEYS[5], now, item)
+end
+expire_with(KEYS[5], KEYS[1])
+if scored > 0 then redis.call('HINCRBY', KEYS[1], 'texts_done', -scored) end  -- Lua's -0 is no integer to Redis
+local state = tonumber(st[3] or '0') > 0 and 'running' or 'queued'
+redis.call('HSET', KEYS[1], 'state', state, 'chunks_failed', 0, 'texts_failed', 0, 'finished_at', '')
+redis.call('ZADD', KEYS[6], tonumber(st[2]) or now, ARGV[1])
+redis.call('HINCRBY', KEYS[7], 'chunk_retries', n)
+return {0, tostring(now)}
+"""
+)
+
 # A worker takes a chunk: count the delivery, lease it to ``holder`` unless it is done, failed or its job stopped.
-# KEYS: job, deliveries, done, failed, leases, input   ARGV: item, holder
-# Returns {code, state, model, deliveries, payload}; code 0 work, 1 done, 2 failed, 3 job stopped, -1 no job.
+# Only a chunk the ledger knows (pending, leased, done or failed) is taken: a message naming any other (forged, or of
+# a job staged differently) changes nothing.
+# KEYS: job, deliveries, done, failed, leases, input, pending   ARGV: item, holder
+# Returns {code, state, model, deliveries, payload}; code 0 work, 1 done, 2 failed, 3 job stopped, 4 no such chunk,
+# -1 no job.
 _CLAIM = (
     _NOW
     + """
 local st = redis.call('HMGET', KEYS[1], 'state', 'model')
 if not st[1] then return {-1, '', '', 0, ''} end
 local model = st[2] or ''
+if not redis.call('ZSCORE', KEYS[7], ARGV[1]) and redis.call('HEXISTS', KEYS[5], ARGV[1]) == 0
+   and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 and redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
+  return {4, st[1], model, 0, ''}
+end
 local d = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
@@ -147,7 +193,9 @@ _FAIL = (
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
 release(KEYS[4], KEYS[5], ARGV[2])
-if redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) == 1 then
+-- The first record of a chunk's failure stays: a later one (a late delivery's) must not erase the lines that failed
+-- alone and the texts scored anyway, which `retry` takes back.
+if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
   redis.call('HINCRBY', KEYS[7], 'chunks:failed', 1)
   expire_with(KEYS[3], KEYS[1])
@@ -237,25 +285,35 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Probe a chunk that kills its process: save the checkpoint before trying a piece. KEYS: probe hash, job
-# ARGV: index, checkpoint JSON
+# A probed chunk's checkpoint carries a version ``v`` that every write raises by one; a write names the version it
+# read and is refused if another delivery of the chunk (the broker's redelivery and the reconciler's re-send can
+# both be running it) wrote since. So no piece is ever appended twice.
+_PROBE_VERSION = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local v = cur and (cjson.decode(cur)['v'] or 0) or 0
+"""
+
+# Probe a chunk that kills its process: save the checkpoint before trying a piece, if it is still the version read.
+# KEYS: probe hash, job   ARGV: index, checkpoint JSON, version read
 _PROBE_SAVE = (
     _HELPERS
+    + _PROBE_VERSION
     + """
+if v ~= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 expire_with(KEYS[1], KEYS[2])
 return 1
 """
 )
 
-# Commit one scored piece if the checkpoint is still at its offset.
-# KEYS: probe hash, partial rows, job   ARGV: index, expected offset, new checkpoint JSON, rows
+# Commit one scored piece if the checkpoint is still the version read (at the piece's offset).
+# KEYS: probe hash, partial rows, job   ARGV: index, expected offset, new checkpoint JSON, rows, version read
 _PROBE_COMMIT = (
     _HELPERS
+    + _PROBE_VERSION
     + """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local offset = cur and cjson.decode(cur)['offset'] or 0
-if offset ~= tonumber(ARGV[2]) then return 0 end
+if v ~= tonumber(ARGV[5]) or offset ~= tonumber(ARGV[2]) then return 0 end
 if ARGV[4] ~= '' then redis.call('APPEND', KEYS[2], ARGV[4]) end
 if offset == 0 and ARGV[4] == '' then redis.call('SET', KEYS[2], '') end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
@@ -305,19 +363,21 @@ class ChunkWork:
     failed: bool  # already recorded failed (`sentq retry` re-runs it)
     stopped: bool  # the job was cancelled or its input found invalid
     payload: bytes | None
+    unknown: bool = False  # the ledger has no such chunk (a forged message): nothing was changed
 
 
 def claim(client: redis.Redis, job_id: str, index: int, *, holder: str) -> ChunkWork:
     """Count this delivery and lease the chunk to ``holder`` (one atomic step); see ChunkWork."""
     code, state, model, deliveries, payload = client.eval(
         _CLAIM,
-        6,
+        7,
         keys.job(job_id),
         keys.job_deliveries(job_id),
         keys.job_done(job_id),
         keys.job_failed(job_id),
         keys.job_leases(job_id),
         keys.chunk_input(job_id, index),
+        keys.job_pending(job_id),
         str(index),
         holder,
     )
@@ -330,6 +390,7 @@ def claim(client: redis.Redis, job_id: str, index: int, *, holder: str) -> Chunk
         failed=code == 2,
         stopped=code == 3,
         payload=bytes(payload) if code == 0 and payload != b"" else None,
+        unknown=code == 4,
     )
 
 
@@ -440,6 +501,36 @@ def failures(client: redis.Redis, job_id: str) -> dict[int, Failure]:
     return {int(k): Failure.parse(v) for k, v in client.hgetall(keys.job_failed(job_id)).items()}
 
 
+def reopen(client: redis.Redis, job_id: str, seen: Mapping[int, bytes]) -> tuple[int, str | float]:
+    """Move exactly the failed chunks ``seen`` (index -> failure as read) back to pending, sent now, if the job
+    finished as failed and its failed hash is still ``seen``. Returns (0, stamp), (-1, "") for no job, (-2, state)
+    for a job not finished as failed, (-3, "") if its failed chunks changed since they were read."""
+    items = sorted(seen)
+    chunk_keys = [
+        key for index in items for key in (keys.chunk_output(job_id, index), keys.chunk_partial(job_id, index))
+    ]
+    args: list[Any] = [job_id, len(items)]
+    for index in items:
+        args += [str(index), seen[index], Failure.parse(seen[index]).scored]
+    reply = client.eval(
+        _REOPEN,
+        7 + len(chunk_keys),
+        keys.job(job_id),
+        keys.job_failed(job_id),
+        keys.job_deliveries(job_id),
+        keys.job_probe(job_id),
+        keys.job_pending(job_id),
+        keys.ACTIVE_JOBS,
+        keys.STATS,
+        *chunk_keys,
+        *args,
+    )
+    code = int(reply[0])
+    if code == 0:
+        return 0, float(reply[1])
+    return code, text(reply[1]) if len(reply) > 1 else ""
+
+
 # ----- probing a chunk that kills its process (see worker.score_chunk) -----
 
 
@@ -448,15 +539,18 @@ def probe_state(client: redis.Redis, job_id: str, index: int) -> dict[str, Any] 
     return json.loads(raw) if raw else None
 
 
-def probe_save(client: redis.Redis, job_id: str, index: int, state: dict[str, Any]) -> None:
-    """Write the checkpoint before trying a piece: if the process dies, the next delivery knows where."""
-    client.eval(_PROBE_SAVE, 2, keys.job_probe(job_id), keys.job(job_id), str(index), json.dumps(state))
+def probe_save(client: redis.Redis, job_id: str, index: int, state: dict[str, Any], *, read: int) -> bool:
+    """Write the checkpoint (version ``read`` + 1) before trying a piece, so if the process dies the next delivery
+    knows where; False if another delivery wrote it since version ``read``."""
+    new = json.dumps(dict(state, v=read + 1))
+    return int(client.eval(_PROBE_SAVE, 2, keys.job_probe(job_id), keys.job(job_id), str(index), new, read)) == 1
 
 
 def probe_commit(
-    client: redis.Redis, job_id: str, index: int, *, offset: int, state: dict[str, Any], rows: bytes
+    client: redis.Redis, job_id: str, index: int, *, offset: int, state: dict[str, Any], rows: bytes, read: int
 ) -> bool:
-    """Append a scored piece's rows if the checkpoint is still at ``offset`` (a racing delivery may have moved it)."""
+    """Append a scored piece's rows and move the checkpoint to ``state`` (version ``read`` + 1) if it is still version
+    ``read`` at ``offset``; False if a racing delivery wrote it since (nothing is appended then)."""
     done = client.eval(
         _PROBE_COMMIT,
         3,
@@ -465,10 +559,17 @@ def probe_commit(
         keys.job(job_id),
         str(index),
         offset,
-        json.dumps(state),
+        json.dumps(dict(state, v=read + 1)),
         rows,
+        read,
     )
     return int(done) == 1
+
+
+def runs(client: redis.Redis, instance: str, item: str) -> bool:
+    """Whether worker ``instance`` is alive and running ``item`` (``job:chunk``), by its heartbeat."""
+    raw = client.hget(keys.worker_beat(instance), "running")
+    return raw is not None and item in json.loads(raw)
 
 
 def probe_rows(client: redis.Redis, job_id: str, index: int) -> bytes:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from sentq.errors import ConfigError
@@ -151,6 +151,10 @@ def mask_secrets(text: str) -> str:
     return re.sub(r"([a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
 
 
+# The names a loopback-only API answers to (Host header, without the port).
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "[::1]", "localhost")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, each field mirrored by a ``SENTQ_<NAME>`` environment variable."""
@@ -206,6 +210,10 @@ class Settings:
     api_tokens: str = field(default="", repr=False)
     # The largest upload `POST /v1/jobs` accepts, in bytes as sent (compressed if gzipped): 2 GiB.
     api_max_bytes: int = 2 * 1024**3
+    # `sentq api`: the Host names it answers besides the loopback ones, comma-separated. Empty: with SENTQ_API_TOKENS
+    # any; without (no auth, on loopback), only 127.0.0.1, [::1] and localhost, so a page whose name an attacker
+    # rebinds to 127.0.0.1 (DNS rebinding) reaches nothing: its requests carry its own name.
+    api_allowed_hosts: str = ""
 
     def __post_init__(self) -> None:
         _check_url("SENTQ_BROKER_URL", self.broker_url, BROKER_SCHEMES)
@@ -231,8 +239,8 @@ class Settings:
         for name in ("max_tasks_per_child", "max_memory_per_child_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"SENTQ_{_env_name(name)} must be 0 (no limit) or a positive whole number")
-        if self.chunk_size > 1_000_000:
-            raise ConfigError(f"SENTQ_CHUNK_SIZE must be at most 1000000, got {self.chunk_size}")
+        if self.chunk_size > self.chunk_size_max:
+            raise ConfigError(f"SENTQ_CHUNK_SIZE must be at most {self.chunk_size_max}, got {self.chunk_size}")
         if self.visibility_timeout_s <= self.task_time_limit_s:
             raise ConfigError(
                 f"SENTQ_VISIBILITY_TIMEOUT ({self.visibility_timeout_s}s) must be longer than "
@@ -259,6 +267,17 @@ class Settings:
             )
 
         self.api_token_kinds  # noqa: B018 - refuses malformed or short tokens at start
+
+    # The most texts one task takes (a chunk, or a batch_score call).
+    chunk_size_max: ClassVar[int] = 1_000_000
+
+    @property
+    def api_hosts(self) -> list[str]:
+        """The Host names `sentq api` answers (Starlette's TrustedHostMiddleware patterns; "*" for any)."""
+        given = [h.strip() for h in self.api_allowed_hosts.split(",") if h.strip()]
+        if given:
+            return [*LOOPBACK_HOSTS, *given]
+        return ["*"] if self.api_token_kinds else list(LOOPBACK_HOSTS)
 
     @property
     def api_token_kinds(self) -> dict[str, str]:

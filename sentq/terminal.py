@@ -92,6 +92,7 @@ def submit(
     wait: bool,
     output: Path | None,
     out_format: str | None,
+    raw_csv: bool,
     timeout: float | None,
     forget: bool,
 ) -> None:
@@ -106,12 +107,36 @@ def submit(
     announce = print_job_id if not wait else lambda job_id: err.print(f"job {job_id} submitted; following it")
     record = control.submit(settings, source, model_version=model, on_created=announce)
     if wait:
-        follow_job(settings, record.id, output=output, out_format=out_format, timeout=timeout, forget=forget)
+        follow_job(
+            settings,
+            record.id,
+            output=output,
+            out_format=out_format,
+            raw_csv=raw_csv,
+            timeout=timeout,
+            forget=forget,
+        )
 
 
-def wait(*, job_id: str, output: Path | None, out_format: str | None, timeout: float | None, forget: bool) -> None:
+def wait(
+    *,
+    job_id: str,
+    output: Path | None,
+    out_format: str | None,
+    raw_csv: bool,
+    timeout: float | None,
+    forget: bool,
+) -> None:
     """`sentq wait`: follow a job to its end, its rows in input order."""
-    follow_job(load_settings(), job_id, output=output, out_format=out_format, timeout=timeout, forget=forget)
+    follow_job(
+        load_settings(),
+        job_id,
+        output=output,
+        out_format=out_format,
+        raw_csv=raw_csv,
+        timeout=timeout,
+        forget=forget,
+    )
 
 
 def status(*, job_id: str | None, as_json: bool, limit: int) -> None:
@@ -158,6 +183,7 @@ def follow_job(
     output: Path | None,
     out_format: str | None,
     timeout: float | None,
+    raw_csv: bool = False,
     forget: bool = False,
 ) -> None:
     """Follow ``job_id`` with a progress view on stderr, its rows to ``output`` (or stdout); exit as DESIGN.md says."""
@@ -167,7 +193,7 @@ def follow_job(
     from sentq.export import Sink, format_for
     from sentq.render import ProgressView
 
-    sink = Sink(output, format_for(output, out_format))
+    sink = Sink(output, format_for(output, out_format), raw_csv=raw_csv)
     view = ProgressView(err, job_id)
     try:
         lost = lambda exc: view.say(f"[yellow]lost Redis ({escape(str(exc))}); retrying for 30 s[/yellow]")  # noqa: E731

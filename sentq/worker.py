@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -18,7 +19,7 @@ from celery import Celery, signals
 from kombu.entity import Queue
 from kombu.exceptions import OperationalError
 
-from sentq import broker, jobs, ledger, registry, rows, schedule, store
+from sentq import broker, jobs, keys, ledger, registry, rows, schedule, store
 from sentq.errors import ConfigError, ModelError, SentqError
 from sentq.settings import Settings, mask_secrets, mask_url, redis_ssl_options
 
@@ -223,6 +224,14 @@ def batch_score(texts: list[str]) -> list[dict[str, Any]]:
     """Score a list of texts with the current model; returns the seed's row dicts (kept for API users)."""
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise TypeError("sentq.batch_score takes one argument: a list of strings")
+    # The bounds of a job's chunk: a message of any size would hold a process (and its result Redis) as long.
+    if len(texts) > settings.chunk_size_max or sum(map(len, texts)) > rows.MAX_CHUNK_CHARS:
+        raise ValueError(
+            f"sentq.batch_score takes at most {settings.chunk_size_max:,} texts and {rows.MAX_CHUNK_CHARS:,} "
+            "characters in all; submit a job for more (sentq submit, sentq.submit)"
+        )
+    if any(len(t) > settings.max_text_chars for t in texts):
+        raise ValueError(f"sentq.batch_score: a text is longer than SENTQ_MAX_TEXT_CHARS ({settings.max_text_chars:,})")
     _, model = current_model()
     return score_rows(model, texts)
 
@@ -231,6 +240,8 @@ def batch_score(texts: list[str]) -> list[dict[str, Any]]:
 def retrain(data: str | None = None, force: bool = False) -> dict[str, Any]:
     """Train on the default data (or on data `sentq retrain --data` shipped under token ``data``), store a new
     version, and make it current unless it is worse than the current one by more than the margin (or ``force``)."""
+    if not isinstance(force, bool) or not (data is None or isinstance(data, str)):
+        raise TypeError("sentq.retrain takes data (a token from `sentq retrain --data`, or None) and force (a bool)")
     started = time.perf_counter()
     outcome = registry.retrain(backend(), settings, data_token=data, force=force)
     if outcome.promotion.promoted:  # this process serves it next; a candidate left aside is loaded only if asked
@@ -262,6 +273,24 @@ def _check_schedule(**_: Any) -> None:
         log.error("%s; beat has nothing to schedule", exc)
 
 
+def well_formed(job_id: object, index: object, sent_at: object) -> bool:
+    """The arguments of a score_chunk message as sentq's producers and reconciler send them."""
+    return (
+        isinstance(job_id, str)
+        and keys.is_job_id(job_id)
+        and type(index) is int
+        and 0 <= index < MAX_CHUNKS
+        and (
+            sent_at is None
+            or (isinstance(sent_at, int | float) and not isinstance(sent_at, bool) and math.isfinite(sent_at))
+        )
+    )
+
+
+# More chunks than any job can have (a job's chunks are numbered from 0; a billion texts in chunks of one).
+MAX_CHUNKS = 1_000_000_000
+
+
 @app.task(
     name="sentq.score_chunk",
     bind=True,
@@ -276,10 +305,18 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
     restart) is waited out here, with backoff, rather than by Celery's retry: that would have to publish a new message
     to the very Redis that is down. Every step below is idempotent, so repeating one is safe.
     """
+    if not well_formed(job_id, index, sent_at):
+        log.warning("refused a sentq.score_chunk message with arguments not of sentq's making: %.200r", (job_id, index))
+        return "refused"
     client = backend()
     work = patiently(ledger.claim, client, job_id, index, holder=instance)
     if work.state is None:
         return "expired"
+    if work.unknown:
+        log.warning(
+            "refused a sentq.score_chunk message for chunk %d of job %s: the ledger has no such chunk", index, job_id
+        )
+        return "refused"
     if work.done or work.failed:
         return "duplicate"
     if work.stopped:
@@ -412,18 +449,22 @@ def probe(
 
     A delivery that finds the last piece unfinished (its process died in it) halves the piece; a single text that
     kills its process is recorded failed and skipped; pieces grow again after each success. Returns what isolate does.
+    Two deliveries may run at once (the broker's and the reconciler's): every checkpoint write names the version it
+    read, so only one of them moves it; one that finds the other still scoring a piece waits for it.
     """
     n = len(lines)
     half = max(1, (n + 1) // 2)
-    state = patiently(ledger.probe_state, client, job_id, index) or {
-        "offset": 0,
-        "step": half,
-        "trying": False,
-        "bad": {},
-        "scored": 0,
-    }
+    me = f"{instance}|{os.getpid()}"
+    fresh: dict[str, Any] = {"offset": 0, "step": half, "trying": False, "bad": {}, "scored": 0, "v": 0}
+    state = patiently(ledger.probe_state, client, job_id, index) or fresh
+    pause = 0.01
     while state["offset"] < n:
         offset = state["offset"]
+        if state["trying"] and prober_alive(client, state.get("owner"), me, f"{job_id}:{index}"):
+            time.sleep(pause)  # another delivery is scoring this piece: see what it finds
+            pause = min(pause * 2, 0.5)
+            state = reread(client, job_id, index, state)
+            continue
         if state["trying"]:  # the previous delivery died scoring [offset, offset + step)
             moved = dict(state, trying=False)
             if state["step"] == 1:
@@ -436,13 +477,20 @@ def probe(
             else:
                 moved["step"] = (state["step"] + 1) // 2
             killed = rows.FAILED if state["step"] == 1 else b""  # its one text has no result
-            if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=moved, rows=killed):
+            read = state.get("v", 0)
+            if not patiently(
+                ledger.probe_commit, client, job_id, index, offset=offset, state=moved, rows=killed, read=read
+            ):
                 state = reread(client, job_id, index, state)
                 continue
-            state = moved
+            state = dict(moved, v=read + 1)
             continue
         step = min(state["step"], n - offset)
-        patiently(ledger.probe_save, client, job_id, index, dict(state, trying=True))
+        trying = dict(state, trying=True, owner=me)
+        if not patiently(ledger.probe_save, client, job_id, index, trying, read=state.get("v", 0)):
+            state = reread(client, job_id, index, state)  # a racing delivery wrote it: go on from there
+            continue
+        read = state.get("v", 0) + 1
         out, scored, bad = isolate(lines, score, offset, offset + step)
         after = {
             "offset": offset + step,
@@ -453,12 +501,29 @@ def probe(
         }
         if len(after["bad"]) > MAX_BAD_TEXTS:
             raise TooManyBad(f"over {MAX_BAD_TEXTS} texts of this chunk failed alone or killed their process")
-        if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=after, rows=out):
+        if not patiently(ledger.probe_commit, client, job_id, index, offset=offset, state=after, rows=out, read=read):
             state = reread(client, job_id, index, state)  # a racing delivery moved it
             continue
-        state = after
+        state = dict(after, v=read + 1)
     out = patiently(ledger.probe_rows, client, job_id, index)
     return out, int(state["scored"]), {int(k): v for k, v in state["bad"].items()}
+
+
+def prober_alive(client: redis.Redis, owner: str | None, me: str, item: str) -> bool:
+    """Whether the delivery that saved a probe checkpoint (``owner``: instance|pid) may still be scoring its piece:
+    not this process, and its process alive (same worker) or its worker running ``item`` (by its heartbeat)."""
+    if not owner or owner == me:
+        return False
+    where, _, pid = owner.rpartition("|")
+    if where == instance:
+        try:
+            os.kill(int(pid), 0)
+        except (ProcessLookupError, ValueError):
+            return False
+        except PermissionError:
+            return True
+        return True
+    return bool(patiently(ledger.runs, client, where, item))
 
 
 def reread(client: redis.Redis, job_id: str, index: int, state: dict[str, Any]) -> dict[str, Any]:

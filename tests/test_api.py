@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import ApiServer, Worker, free_port
+from tests.conftest import ApiServer, Worker, free_port, run_sentq
 
 PROBLEM = "application/problem+json"
 
@@ -109,6 +109,22 @@ def test_upload_200k_lines_streamed_back_in_order_and_resumed(api: ApiServer, wo
         assert [r.split(",")[0] for r in csv_reply.text.splitlines()[1:]] == ["199999", "200000"]
 
 
+def test_csv_results_neutralize_formulas_unless_raw(api: ApiServer, worker: Worker) -> None:
+    import csv
+    import io
+
+    formulas = ['=HYPERLINK("http://evil.example","x")', "+1+1", "@SUM(1+1)", "fine = good"]
+    with client(api) as http:
+        job = http.post("/v1/jobs", content="".join(f + "\n" for f in formulas)).json()["id"]
+        texts_of = {}
+        for raw in (False, True):
+            reply = http.get(f"/v1/jobs/{job}/results", params={"format": "csv", "raw_csv": raw})
+            assert reply.status_code == 200, reply.text
+            texts_of[raw] = [r["text"] for r in csv.DictReader(io.StringIO(reply.text))]
+        assert texts_of[False] == ["'" + f for f in formulas[:3]] + formulas[3:]
+        assert texts_of[True] == formulas
+
+
 def test_events_until_done(api: ApiServer, worker: Worker) -> None:
     with client(api) as http:
         job = http.post("/v1/jobs?chunk_size=5000", content=texts(60_000)).json()["id"]
@@ -187,7 +203,7 @@ def test_cancel_and_retry(redis_url: str, tmp_path: Path) -> None:
             cancelled = http.post(f"/v1/jobs/{job}/cancel")
             assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
             assert_problem(http.post(f"/v1/jobs/{job}/cancel"), 409, "already cancelled")
-            assert_problem(http.post(f"/v1/jobs/{job}/retry"), 409, "no failed chunks")
+            assert_problem(http.post(f"/v1/jobs/{job}/retry"), 409, "cannot be retried: it was cancelled")
             assert_problem(http.post("/v1/jobs/nosuchjob/cancel"), 404, "no job")
 
             job = http.post("/v1/jobs?chunk_size=10", content=texts(30)).json()["id"]
@@ -273,6 +289,26 @@ def test_redis_down_is_503_with_the_url_masked(tmp_path: Path) -> None:
         api.stop()
 
 
+def test_without_auth_only_loopback_names_are_answered(api: ApiServer, redis_url: str, tmp_path: Path) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at 127.0.0.1 sends Host: evil.example, and its
+    Origin matches that Host; with auth off only loopback names are answered (or SENTQ_API_ALLOWED_HOSTS)."""
+    with client(api) as http:
+        for name in ("127.0.0.1", "localhost", "LOCALHOST"):
+            assert http.get("/v1/jobs", headers={"Host": f"{name}:{api.port}"}).status_code == 200, name
+        for method, path in (("GET", "/v1/jobs"), ("GET", "/"), ("POST", "/v1/jobs")):
+            evil = {"Host": f"evil.example:{api.port}", "Origin": f"http://evil.example:{api.port}"}
+            reply = http.request(method, path, headers=evil, content=b"great product\n")
+            assert reply.status_code == 400 and "Invalid host header" in reply.text, (method, path, reply.text)
+        assert json.loads(run_sentq(["status", "--json"], redis_url).stdout) == []  # nothing was submitted
+    allowed = ApiServer(redis_url, tmp_path / "api.log", env_extra={"SENTQ_API_ALLOWED_HOSTS": "box.lan"}).start()
+    try:
+        with client(allowed) as http:
+            assert http.get("/healthz", headers={"Host": f"box.lan:{allowed.port}"}).status_code == 200
+            assert http.get("/healthz", headers={"Host": f"evil.example:{allowed.port}"}).status_code == 400
+    finally:
+        allowed.stop()
+
+
 def test_auth_none_read_only_and_full(redis_url: str, worker: Worker, tmp_path: Path) -> None:
     full, read = "full-token-0123456789abcdef", "read-token-0123456789abcdef"
     api = ApiServer(redis_url, tmp_path / "api.log", env_extra={"SENTQ_API_TOKENS": f"{full},ro:{read}"}).start()
@@ -301,6 +337,8 @@ def test_auth_none_read_only_and_full(redis_url: str, worker: Worker, tmp_path: 
             # A browser on another site cannot make a logged-in console act.
             cross = http.post("/v1/jobs", content=b"a\n", headers=as_full | {"Origin": "https://evil.example"})
             assert_problem(cross, 403, "origin")
+            # With tokens the API answers any name it is reached by (behind a proxy, on a LAN).
+            assert http.get("/healthz", headers={"Host": f"sentq.example:{api.port}"}).status_code == 200
 
             # The console: a login form, then a cookie.
             page = http.get("/", follow_redirects=False)

@@ -214,7 +214,7 @@ def test_cancel(settings: Settings) -> None:
         list(job.rows())
     with pytest.raises(sentq.JobStateError, match=f"job {job.id} is already cancelled; there is nothing to cancel"):
         job.cancel()
-    with pytest.raises(sentq.JobStateError, match=f"job {job.id} has no failed chunks to retry"):
+    with pytest.raises(sentq.JobStateError, match=f"job {job.id} cannot be retried: it was cancelled"):
         job.retry()
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from sentq import control
+from sentq.errors import JobStateError
 from tests.conftest import RedisServer, Worker, free_port, run_sentq
 
 
@@ -50,6 +52,27 @@ def test_submit_then_wait_csv_output(worker: Worker, redis_url: str, tmp_path: P
     assert [j["id"] for j in listing] == [job]
     human = run_sentq(["status", job], redis_url)
     assert "done" in human.stdout and "3 of 3" in human.stdout
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+1+1", "-2+3", "@SUM(1+1)", "great = fine", "it's ok"]
+
+
+def test_csv_output_neutralizes_formulas_unless_raw(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    """OWASP's CSV-injection rule: a text a spreadsheet would run (= + - @ first) gets a leading ' in CSV output;
+    --raw-csv writes it as submitted; JSONL is never changed."""
+    src = tmp_path / "texts.txt"
+    src.write_text("".join(text + "\n" for text in FORMULAS))
+    job = run_sentq(["submit", str(src)], redis_url).stdout.strip()
+    outputs = {}
+    for name, extra in (("safe.csv", []), ("raw.csv", ["--raw-csv"]), ("rows.jsonl", [])):
+        waited = run_sentq(["wait", job, "-o", str(tmp_path / name), *extra], redis_url)
+        assert waited.returncode == 0, waited.stderr
+    for name in ("safe.csv", "raw.csv"):
+        with open(tmp_path / name, newline="") as f:
+            outputs[name] = [r["text"] for r in csv.DictReader(f)]
+    assert outputs["safe.csv"] == ["'" + t for t in FORMULAS[:4]] + FORMULAS[4:]
+    assert outputs["raw.csv"] == FORMULAS
+    assert [json.loads(line)["text"] for line in (tmp_path / "rows.jsonl").read_text().splitlines()] == FORMULAS
 
 
 @pytest.mark.parametrize(
@@ -223,6 +246,48 @@ def test_failed_chunk_then_retry(redis_url: str, tmp_path: Path) -> None:
         assert [r["line"] for r in rows_of(waited.stdout)] == list(range(1, 31))
     finally:
         w.stop()
+
+
+def test_retry_takes_only_a_finished_job_and_exactly_its_failed_chunks(redis_url: str, tmp_path: Path) -> None:
+    """`retry` refuses a job whose chunks still run (a failure recorded meanwhile would be lost), a cancelled one,
+    and a second retry of the same failures; an accepted one moves exactly the failed chunks back, counted once."""
+    from sentq import jobs, ledger
+    from sentq.settings import Settings
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"great product {i}\n" for i in range(30)))
+    env = {"SENTQ_QUEUE": "retry-nobody-q"}  # no worker: the test moves the ledger itself
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, **env).stdout.strip()
+    client = redis.Redis.from_url(redis_url)
+    ledger.fail(client, job, 1, "boom")  # chunk 1 failed; chunks 0 and 2 still queued
+    refused = run_sentq(["retry", job], redis_url, **env)
+    assert refused.returncode == 2, refused.stderr
+    assert "still running" in refused.stderr and f"sentq wait {job}" in refused.stderr
+    assert list(ledger.failures(client, job)) == [1]  # the failure record is kept
+
+    for index in (0, 2):  # the others finish: the job ends failed
+        assert ledger.claim(client, job, index, holder="t/1").payload is not None
+        assert ledger.complete(client, job, index, rows=b"", texts=10, compute_s=0.0, wait_s=0.0)
+    assert jobs.get(client, job).state.value == "failed"
+    seen = {int(k): v for k, v in client.hgetall(f"sentq:job:{job}:failed").items()}
+    assert run_sentq(["retry", job], redis_url, **env).returncode == 0
+    assert client.zscore(f"sentq:job:{job}:pending", "1") is not None
+    record = jobs.get(client, job)
+    assert (record.state.value, record.chunks_failed, record.texts_done) == ("running", 0, 20)
+    # A second retry of what it saw (two operators at once) changes nothing, and is told why.
+    assert ledger.reopen(client, job, seen)[0] == -2
+    again = run_sentq(["retry", job], redis_url, **env)
+    assert again.returncode == 2 and "still running" in again.stderr
+    assert jobs.get(client, job).texts_done == 20 and client.hget("sentq:stats", "chunk_retries") == b"1"
+
+    settings = Settings.from_env({"SENTQ_BROKER_URL": redis_url, **env})
+    other = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, **env).stdout.strip()
+    ledger.fail(client, other, 0, "boom")
+    assert run_sentq(["cancel", other], redis_url, **env).returncode == 0
+    with pytest.raises(JobStateError, match="cannot be retried: it was cancelled"):
+        control.retry(settings, other)
+    assert jobs.get(client, other).state.value == "cancelled"
+    client.close()
 
 
 def test_broker_down_exit_3_fast(tmp_path: Path) -> None:

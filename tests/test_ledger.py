@@ -69,6 +69,16 @@ def test_claim_leases_and_a_second_completion_is_a_no_op(client: redis.Redis) ->
     assert again.done and again.payload is None and again.deliveries == 2
 
 
+def test_a_chunk_the_ledger_does_not_have_is_never_claimed(client: redis.Redis) -> None:
+    """A message for chunk 7 of a 3-chunk job (forged): refused, nothing counted, leased or failed."""
+    client.set(keys.chunk_input(JOB, 7), b"SQB1planted")  # even with an input under its key
+    work = ledger.claim(client, JOB, 7, holder="w1/1")
+    assert work.unknown and work.payload is None and work.state == "queued"
+    assert client.hget(keys.job_deliveries(JOB), "7") is None and client.hlen(keys.job_leases(JOB)) == 0
+    assert not client.exists(keys.job_failed(JOB))
+    assert not ledger.claim(client, JOB, 2, holder="w1/1").unknown  # a pending one still is
+
+
 def test_concurrent_completions_of_one_chunk_count_once(client: redis.Redis, redis_url: str) -> None:
     results: list[bool] = []
 
@@ -206,3 +216,32 @@ def test_isolate_bisects_down_to_the_texts_that_fail_alone() -> None:
 
     with pytest.raises(TooManyBad, match="systematic"):
         isolate(list(range(1, 500)), always)
+
+
+def test_two_probing_deliveries_never_append_a_piece_twice(client: redis.Redis) -> None:
+    """The broker's redelivery and the reconciler's re-send probe chunk 0 at once: each checkpoint write names the
+    version it read, so the one that read an older checkpoint is refused, and each piece's rows land once."""
+    fresh = {"offset": 0, "step": 2, "trying": False, "bad": {}, "scored": 0}
+    assert ledger.probe_save(client, JOB, 0, dict(fresh, trying=True), read=0)  # A tries [0, 2): v1
+    assert not ledger.probe_save(client, JOB, 0, dict(fresh, trying=True), read=0)  # B read v0: refused
+    moved = dict(fresh, offset=2)
+    assert ledger.probe_commit(client, JOB, 0, offset=0, state=moved, rows=b"AAAA", read=1)  # A's rows: v2
+    # B, having read A's "trying" at v1, would take it for dead and halve: refused, nothing appended.
+    assert not ledger.probe_commit(client, JOB, 0, offset=0, state=dict(fresh, step=1), rows=b"", read=1)
+    # The old race: B saves its stale offset-0 checkpoint over A's progress, then commits [0, 2) again.
+    assert not ledger.probe_save(client, JOB, 0, dict(fresh, trying=True), read=1)
+    assert not ledger.probe_commit(client, JOB, 0, offset=0, state=moved, rows=b"AAAA", read=1)
+    assert ledger.probe_rows(client, JOB, 0) == b"AAAA"
+    assert ledger.probe_state(client, JOB, 0) == dict(moved, v=2)
+
+
+def test_a_late_failure_never_erases_a_partial_one(client: redis.Redis) -> None:
+    """Chunk 1 finished with a line that failed alone (its other rows kept); a late delivery's whole-chunk failure
+    must not replace that record: its failed line and the texts it scored are what `retry` takes back."""
+    ledger.claim(client, JOB, 1, holder="w1/1")
+    assert ledger.complete(client, JOB, 1, rows=b"r\n", texts=4, compute_s=0.0, wait_s=0.0, bad={17: "ValueError"})
+    before = client.hget(keys.job_failed(JOB), "1")
+    ledger.fail(client, JOB, 1, "the chunk's input is missing from Redis")
+    assert client.hget(keys.job_failed(JOB), "1") == before
+    found = ledger.failures(client, JOB)[1]
+    assert (found.lines, client.hget(keys.job(JOB), "chunks_failed")) == ({17: "ValueError"}, b"1")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Worker, base_env
+from tests.conftest import Worker, base_env, run_sentq, wait_until
 
 
 def run_python(code: str, url: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -159,3 +159,47 @@ def test_cli_help(args: list[str], redis_url: str) -> None:
     proc = run_sentq(args, redis_url)
     assert proc.returncode == 0, proc.stderr
     assert "sentq" in proc.stdout.lower() or "worker" in proc.stdout.lower()
+
+
+def snapshot(client: Any, pattern: str) -> dict[bytes, Any]:
+    """Every key matching ``pattern`` with its content (not DUMP: a hash's DUMP order moves as Redis rehashes it)."""
+    read = {
+        b"hash": client.hgetall,
+        b"set": client.smembers,
+        b"zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        b"string": client.get,
+        b"list": lambda key: client.lrange(key, 0, -1),
+    }
+    return {key: read[client.type(key)](key) for key in client.keys(pattern)}
+
+
+def test_forged_score_chunk_messages_change_nothing(worker: Worker, app: Any, redis_url: str, tmp_path: Path) -> None:
+    """Messages sent by name with arguments sentq never sends (a chunk the ledger does not have, a bad id or index):
+    each is refused with a log line and the finished job stays done, its rows all there."""
+    import redis
+
+    src = tmp_path / "t.txt"
+    src.write_text("great product\nawful service\n")
+    job = run_sentq(["submit", str(src), "--wait", "-o", str(tmp_path / "rows.jsonl")], redis_url).stderr.split()[1]
+    client = redis.Redis.from_url(redis_url)
+    before = snapshot(client, f"sentq:job:{job}*")
+    forged = [(job, 999), (job, -1), ("not-a-job", 0), ("../../etc", 0), (job, "0"), (job, True), (job, 2**40)]
+    for args in forged:
+        app.send_task("sentq.score_chunk", args=list(args), queue="sentq")
+    wait_until(lambda: worker.output().count("refused a sentq.score_chunk message") >= len(forged), 30, "all refused")
+    assert snapshot(client, f"sentq:job:{job}*") == before
+    client.close()
+    status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+    assert (status["state"], status["chunks_failed"], status["texts_done"]) == ("done", 0, 2)
+
+
+def test_batch_score_and_retrain_refuse_what_no_sentq_client_sends(worker: Worker, app: Any) -> None:
+    from sentq.worker import batch_score, retrain
+
+    with pytest.raises(ValueError, match="longer than SENTQ_MAX_TEXT_CHARS"):
+        batch_score.delay(["x" * 10_001]).get(timeout=30)
+    with pytest.raises(ValueError, match="at most 1,000,000 texts and 8,000,000 characters"):
+        batch_score.delay(["great product " * 700] * 900).get(timeout=30)
+    with pytest.raises(TypeError, match="force \\(a bool\\)"):
+        retrain.delay(force="no").get(timeout=30)
+    assert batch_score.delay(["great product"]).get(timeout=30)[0]["label"] == "positive"

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentq import __version__, store
@@ -52,6 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     routes_console.mount(app)
     app.add_middleware(RequestStats, stats=stats)
+    # Outermost: a request for a name this API does not answer (DNS rebinding with auth off) is refused first.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_hosts)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -169,6 +170,13 @@ def results(
     settings: SettingsDep,
     format: Annotated[Literal["jsonl", "csv"] | None, Query()] = None,
     from_line: Annotated[int, Query(ge=1, description="Resume: only rows of this input line and later.")] = 1,
+    raw_csv: Annotated[
+        bool,
+        Query(
+            description="CSV: texts exactly as submitted. By default a text starting with = + - @ or a tab gets a "
+            "leading ' so a spreadsheet shows it instead of running it as a formula."
+        ),
+    ] = False,
     accept: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """The job's rows in input order, streamed as workers finish chunks (the response ends when the job does)."""
@@ -187,7 +195,7 @@ def results(
                 if not chunk:
                     await anyio.sleep(POLL_S)
                 elif fmt == "csv":
-                    yield await anyio.to_thread.run_sync(export.to_csv, chunk)
+                    yield await anyio.to_thread.run_sync(functools.partial(export.to_csv, chunk, raw=raw_csv))
                 else:
                     yield chunk
         except (errors.JobCancelledError, errors.InputError, errors.JobFailedError) as exc:
