@@ -70,6 +70,7 @@ def follow(
     next_index = start_index
     window = 2
     failed: dict[int, ledger.Failure] = {}
+    skipped: list[int] = []  # failed chunks with no rows at all, left out of what was yielded
     lost_at: float | None = None
     seen: JobRecord | None = None
     moved_at = time.monotonic()
@@ -128,7 +129,21 @@ def follow(
                 except ValueError as exc:
                     raise JobNotFoundError(f"the rows of chunk {next_index} of job {job_id} are lost: {exc}") from None
             elif next_index in failed:
-                pass  # its rows are missing; the job ends failed and `sentq status JOB` shows why
+                # Recorded failed after this poll read its output? A chunk with lines that failed alone keeps the
+                # rows of its other texts: only one with no rows at all is left out.
+                late, texts = cast(
+                    "list[bytes | None]",
+                    client.mget([keys.chunk_output(job_id, next_index), keys.chunk_input(job_id, next_index)]),
+                )
+                if late is not None and rows.is_packed(late):
+                    try:
+                        yield rows.result_rows(late, texts)
+                    except ValueError as exc:
+                        raise JobNotFoundError(
+                            f"the rows of chunk {next_index} of job {job_id} are lost: {exc}"
+                        ) from None
+                else:
+                    skipped.append(next_index)  # the job ends failed and `sentq status JOB` shows why
             elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
                 raise JobNotFoundError(f"the results of chunk {next_index} of job {job_id} expired")
             else:
@@ -143,6 +158,12 @@ def follow(
         if on_progress is not None:
             on_progress(Progress(record, next_index))
         if record.total_chunks is not None and next_index >= record.total_chunks:
+            retried = sorted(set(skipped) - set(failures(client, job_id))) if skipped else []
+            if retried:  # run again (`sentq retry`) after this download passed them: their rows are not in it
+                raise JobFailedError(
+                    f"chunk(s) {', '.join(map(str, retried[:10]))} of job {job_id} were retried while this download "
+                    f"ran and their rows are not in it; download the job again: `sentq wait {job_id}`"
+                )
             return
         if record.state == JobState.CANCELLED:
             raise JobCancelledError(f"job {job_id} was cancelled ({record.texts_done} texts were scored)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import keys, ledger
-from sentq.errors import BrokerUnavailableError, InputError, JobNotFoundError, JobStateError
+from sentq.errors import BrokerUnavailableError, InputError, JobCancelledError, JobNotFoundError, JobStateError
 from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
 from sentq.settings import Settings
 from sentq.store import text
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 
 # Texts staged per Redis pipeline (then their chunks are queued): ~3 MB a round trip, and what the producer holds.
 STAGE_TEXTS = 40_000
-# A producer refreshes the job's heartbeat at every staged batch (well under a second apart); silent this long
-# it is gone. Generous, because a file's validation pass (~3M lines/s) happens before the first batch.
+# A producer refreshes the job's heartbeat every Settings.heartbeat_s while it lives, however slowly its input comes
+# (`tail -f app.log | sentq submit -`), and at each staged batch; silent this long it is gone (killed, its host
+# down). Generous: a stopped process (SIGSTOP, a laptop asleep) that comes back finds its job still open.
 PRODUCER_SILENT_S = 300
 
 
@@ -191,18 +193,33 @@ def stage(
     """
     pending: list[bytes] = []
     pending_texts = seen = 0
+    stop_beating = threading.Event()
+
+    def beat() -> None:  # by time, not by data: a live producer is never taken for dead
+        while not stop_beating.wait(settings.heartbeat_s):
+            with contextlib.suppress(redis.RedisError):  # a Redis hiccup: the next beat, or the next flush, tells
+                ledger.producer_beat(client, job_id, time.time())
+
+    beating = threading.Thread(target=beat, name=f"sentq-producer-{job_id}", daemon=True)
+    beating.start()
 
     def flush() -> None:
-        pipe = client.pipeline(transaction=False)
         indexes = list(range(seen - len(pending), seen))
-        for index, payload in zip(indexes, pending, strict=True):
-            pipe.set(keys.chunk_input(job_id, index), payload, ex=settings.result_expires_s)
-        if indexes[0] == 0:
-            pipe.hset(keys.job(job_id), "state", JobState.QUEUED.value)
-        pipe.hset(keys.job(job_id), "heartbeat", f"{time.time():.3f}")
-        ledger.mark_sent(pipe, job_id, indexes)
-        stamp = float(pipe.execute()[-1])
-        publish(indexes, stamp)
+        code, found = ledger.stage(
+            client,
+            job_id,
+            list(zip(indexes, pending, strict=True)),
+            expire_s=settings.result_expires_s,
+            heartbeat=time.time(),
+        )
+        if code == -1:
+            raise JobNotFoundError(f"job {job_id} was forgotten while its input was being read; nothing more is queued")
+        if code == -2:
+            raise JobCancelledError(
+                f"job {job_id} was {found} while its input was being read: the rest of the input is not queued"
+                + (f" ({seen - len(pending):,} chunks were)" if seen > len(pending) else "")
+            )
+        publish(indexes, float(found))
         pending.clear()
         nonlocal pending_texts
         pending_texts = 0
@@ -219,6 +236,8 @@ def stage(
                 flush()
         if pending:
             flush()
+    except (JobCancelledError, JobNotFoundError):
+        raise  # stopped from outside (cancel, forget): the job is as that left it
     except InputError as exc:
         mark_invalid(client, job_id, str(exc), staged_chunks=seen)
         raise
@@ -234,6 +253,8 @@ def stage(
         with contextlib.suppress(redis.RedisError):  # the original error is the one to tell
             mark_invalid(client, job_id, f"the submission stopped while reading the input ({why})", staged_chunks=seen)
         raise
+    finally:
+        stop_beating.set()
     ledger.seal(client, job_id, chunks=seen, texts=source.texts, blank_lines=source.blank_lines)
     return get(client, job_id)
 

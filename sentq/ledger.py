@@ -66,6 +66,36 @@ local function settle(job, active, stats, job_id, now, counted)
 end
 """
 
+# The producer stages a batch of chunks and marks them sent, in one step, only while its job is still being staged or
+# run: a job cancelled or found invalid meanwhile gets nothing more (and is not made "queued" again), and a job
+# forgotten (its record deleted) gets no key at all (none would expire).
+# KEYS: job, pending, then each chunk's input key   ARGV: expire_s, heartbeat, then each chunk's item and payload
+# Returns {0, stamp} | {-1} no job | {-2, state} stopped.
+_STAGE = (
+    _NOW
+    + _HELPERS
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {-1} end
+if state == 'cancelled' or state == 'invalid' then return {-2, state} end
+for i = 3, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[2 * i - 2], 'EX', ARGV[1])
+  redis.call('ZADD', KEYS[2], now, ARGV[2 * i - 3])
+end
+if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued') end
+redis.call('HSET', KEYS[1], 'heartbeat', ARGV[2])
+expire_with(KEYS[2], KEYS[1])
+return {0, tostring(now)}
+"""
+)
+
+# KEYS: job   ARGV: heartbeat
+_PRODUCER_BEAT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'heartbeat', ARGV[1])
+return 1
+"""
+
 # Mark chunks sent now (their message is being published). KEYS: pending, job  ARGV: items...
 _SENT = (
     _NOW
@@ -211,6 +241,7 @@ _SEAL = (
     _NOW
     + _SETTLE
     + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'total_chunks', ARGV[2], 'total_texts', ARGV[3], 'blank_lines', ARGV[4])
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued') end
@@ -331,6 +362,31 @@ def mark_sent(client: redis.Redis | redis.client.Pipeline, job_id: str, indexes:
     """Record ``indexes`` pending, sent now (Redis time); returns the stamp (or queues the call on a pipeline)."""
     items = [str(i) for i in indexes]
     return client.eval(_SENT, 2, keys.job_pending(job_id), keys.job(job_id), *items)
+
+
+def stage(
+    client: redis.Redis, job_id: str, chunks: list[tuple[int, bytes]], *, expire_s: int, heartbeat: float
+) -> tuple[int, str | float]:
+    """Store staged chunks (index, payload) and mark them sent now, if the job is still staging or running.
+    Returns (0, stamp), (-1, "") if the job is gone, (-2, state) if it was cancelled or found invalid."""
+    args: list[Any] = [expire_s, f"{heartbeat:.3f}"]
+    for index, payload in chunks:
+        args += [str(index), payload]
+    reply = client.eval(
+        _STAGE,
+        2 + len(chunks),
+        keys.job(job_id),
+        keys.job_pending(job_id),
+        *[keys.chunk_input(job_id, index) for index, _ in chunks],
+        *args,
+    )
+    code = int(reply[0])
+    return (0, float(reply[1])) if code == 0 else (code, text(reply[1]) if len(reply) > 1 else "")
+
+
+def producer_beat(client: redis.Redis, job_id: str, at: float) -> bool:
+    """The producer is alive at ``at``: refresh its job's heartbeat (never recreating a forgotten job's record)."""
+    return bool(client.eval(_PRODUCER_BEAT, 1, keys.job(job_id), f"{at:.3f}"))
 
 
 def track(pipe: redis.client.Pipeline, job_id: str, created: float) -> None:

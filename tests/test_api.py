@@ -125,6 +125,20 @@ def test_csv_results_neutralize_formulas_unless_raw(api: ApiServer, worker: Work
         assert texts_of[True] == formulas
 
 
+def test_a_download_that_ends_early_never_ends_clean(api: ApiServer, redis_url: str, tmp_path: Path) -> None:
+    """A job cancelled before its rows are all there: JSONL results end with a problem line, CSV is cut short."""
+    src = tmp_path / "t.txt"
+    src.write_text("great product\n" * 30)
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, SENTQ_QUEUE="cut-nobody-q").stdout.strip()
+    assert run_sentq(["cancel", job], redis_url).returncode == 0
+    with client(api) as http:
+        lines = http.get(f"/v1/jobs/{job}/results").text.splitlines()
+        last = json.loads(lines[-1])["problem"]
+        assert (last["status"], last["job"]) == (409, job) and "was cancelled" in last["detail"], lines
+        with pytest.raises(httpx.RemoteProtocolError):
+            http.get(f"/v1/jobs/{job}/results", params={"format": "csv"})
+
+
 def test_events_until_done(api: ApiServer, worker: Worker) -> None:
     with client(api) as http:
         job = http.post("/v1/jobs?chunk_size=5000", content=texts(60_000)).json()["id"]

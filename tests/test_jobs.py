@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from sentq import control
-from sentq.errors import JobStateError
-from tests.conftest import RedisServer, Worker, free_port, run_sentq
+from sentq.errors import JobFailedError, JobStateError
+from tests.conftest import RedisServer, Worker, free_port, run_sentq, wait_until
 
 
 def rows_of(text: str) -> list[dict[str, object]]:
@@ -384,3 +384,103 @@ def test_wait_forget_frees_the_job_after_a_complete_download(worker: Worker, red
     assert forgot.returncode == 0 and "keys freed" in forgot.stderr, forgot.stderr
     assert client.keys(f"sentq:job:{queued}*") == []
     assert run_sentq(["submit", str(src), "--forget"], redis_url).returncode == 2  # needs --wait
+
+
+def test_cancel_or_forget_while_the_input_is_read_is_not_undone(redis_url: str) -> None:
+    """A stream being read is cancelled (then forgotten) before its first chunk is staged: the producer stops at its
+    next flush, says so (exit 5), the job stays cancelled and out of the reconciler's index, and once forgotten no key
+    of it comes back (none would expire)."""
+    import subprocess
+
+    from tests.conftest import SENTQ, base_env
+
+    client = redis.Redis.from_url(redis_url)
+    for forget in (False, True):
+        producer = subprocess.Popen(
+            SENTQ + ["submit", "-", "--chunk-size", "10"],
+            env=base_env(redis_url, SENTQ_QUEUE="staging-q"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert producer.stdin is not None and producer.stdout is not None
+        producer.stdin.write(b"great product\n" * 5)  # half a chunk: nothing staged yet
+        producer.stdin.flush()
+        job = producer.stdout.readline().decode().strip()
+        assert client.hget(f"sentq:job:{job}", "state") == b"staging"
+        assert run_sentq(["cancel", job], redis_url).returncode == 0
+        if forget:
+            assert run_sentq(["forget", job], redis_url).returncode == 0
+        out, err = producer.communicate(b"awful service\n" * 100, timeout=60)
+        assert producer.returncode == (2 if forget else 5), err
+        assert (b"forgotten" if forget else b"cancelled while its input was being read") in err
+        if forget:
+            assert client.keys(f"sentq:job:{job}*") == []
+        else:
+            assert client.hget(f"sentq:job:{job}", "state") == b"cancelled"
+            assert client.zscore("sentq:jobs:active", job) is None and client.llen("staging-q") == 0
+            assert all(client.ttl(key) > 0 for key in client.keys(f"sentq:job:{job}*"))
+    client.close()
+
+
+def test_a_download_that_passed_a_chunk_retried_meanwhile_never_ends_clean(redis_url: str, tmp_path: Path) -> None:
+    """The waiter left failed chunk 1 out (no rows then); before it reached the end, `retry` re-ran chunk 1 and the job
+    ended done: the download must not end as if complete (the CLI would exit 0, `--forget` would free unseen rows)."""
+    import numpy as np
+
+    from sentq import follow, jobs, ledger, rows
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"great product {i}\n" for i in range(30)))
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, SENTQ_QUEUE="follow-nobody-q").stdout
+    job = job.strip()
+    client = redis.Redis.from_url(redis_url)
+    scored = rows.pack_result("v1", rows.score_codes(np.full(10, 0.9)))
+    for index in (0, 2):
+        ledger.claim(client, job, index, holder="t/1")
+        assert ledger.complete(client, job, index, rows=scored, texts=10, compute_s=0.0, wait_s=0.0)
+    ledger.fail(client, job, 1, "boom")
+    assert jobs.get(client, job).state.value == "failed"
+
+    stream = follow.follow(client, job)
+    assert [r["line"] for r in map(json.loads, next(stream).splitlines())] == list(range(1, 11))
+    assert [r["line"] for r in map(json.loads, next(stream).splitlines())] == list(range(21, 31))  # 1 left out
+    jobs.reopen_failed(client, job)  # an operator's retry, and a worker scores chunk 1: the job ends done
+    ledger.claim(client, job, 1, holder="t/1")
+    assert ledger.complete(client, job, 1, rows=scored, texts=10, compute_s=0.0, wait_s=0.0)
+    assert jobs.get(client, job).state.value == "done"
+    with pytest.raises(JobFailedError, match=f"chunk\\(s\\) 1 of job {job} were retried while this download ran"):
+        next(stream)
+    client.close()
+
+
+def test_a_slow_stream_keeps_its_producer_alive(redis_url: str) -> None:
+    """`tail -f log | sentq submit -` at a few lines a minute: the producer's heartbeat advances by time while no
+    line comes, so no follower takes it for dead (it was refreshed only when a batch was staged)."""
+    import subprocess
+
+    from tests.conftest import SENTQ, base_env
+
+    client = redis.Redis.from_url(redis_url)
+    producer = subprocess.Popen(
+        SENTQ + ["submit", "-", "--chunk-size", "10"],
+        env=base_env(redis_url, SENTQ_QUEUE="slow-stream-q", SENTQ_HEARTBEAT="0.2", SENTQ_HEARTBEAT_TTL="1"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert producer.stdin is not None and producer.stdout is not None
+    try:
+        producer.stdin.write(b"great product\n" * 3)  # then nothing for a while
+        producer.stdin.flush()
+        job = producer.stdout.readline().decode().strip()
+        first = client.hget(f"sentq:job:{job}", "heartbeat")
+        wait_until(lambda: client.hget(f"sentq:job:{job}", "heartbeat") != first, 10, "the heartbeat advances")
+        out, err = producer.communicate(b"awful service\n", timeout=60)
+        assert producer.returncode == 0, err
+        assert client.hget(f"sentq:job:{job}", "total_texts") == b"4"
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.communicate()
+        client.close()

@@ -233,7 +233,12 @@ def test_primary_killed_mid_job_workers_wait_and_beat_follow_the_promoted_replic
             except (redis.ConnectionError, redis.TimeoutError):
                 return False
 
-        wait_until(progressed, 60, "a chunk completes on the promoted replica")
+        try:
+            wait_until(progressed, 60, "a chunk completes on the promoted replica")
+        except AssertionError as exc:  # say what the worker and the Sentinels saw
+            sentinel_logs = [(s.directory / "log").read_text(errors="replace")[-1500:] for s in sentinel_set.sentinels]
+            logs = [worker.output()[-6000:], *sentinel_logs]
+            raise AssertionError(f"{exc}\n" + "\n----\n".join(logs)) from None
         resumed_s = time.monotonic() - killed
         assert sentinel_set.master_port() == sentinel_set.replica.port != old_port
         ticks = master.llen(beat_queue)

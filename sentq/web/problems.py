@@ -58,9 +58,12 @@ def status_for(exc: errors.SentqError) -> int:
     return 400
 
 
+def problem_body(status: int, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status, "detail": detail} | extra
+
+
 def problem(status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status, "detail": detail} | extra
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return JSONResponse(problem_body(status, detail, **extra), status_code=status, media_type=PROBLEM, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sentq import control, errors
 from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets
+from sentq.web import problems
 from sentq.web.auth import can_read, can_write, settings_of
 from sentq.web.schemas import Job, JobDetail, JobPage, Retried, raw_body
 from sentq.web.upload import BodyStream, too_large
@@ -159,7 +160,9 @@ def status(job_id: str, settings: SettingsDep) -> dict[str, Any]:
     dependencies=[Depends(can_read)],
     responses={
         200: {
-            "description": "The rows in input order, streamed as chunks finish (JSONL; CSV by Accept or ?format).",
+            "description": "The rows in input order, streamed as chunks finish (JSONL; CSV by Accept or ?format). "
+            "A download that ends before the job is done (cancelled, invalid input, its producer gone) is never a "
+            'clean end: JSONL ends with one line {"problem": {...problem+json...}}; a CSV response is cut short.',
             "content": {"application/x-ndjson": {}, "text/csv": {}},
         }
     },
@@ -198,8 +201,14 @@ def results(
                     yield await anyio.to_thread.run_sync(functools.partial(export.to_csv, chunk, raw=raw_csv))
                 else:
                     yield chunk
-        except (errors.JobCancelledError, errors.InputError, errors.JobFailedError) as exc:
-            log.info("results of job %s end early: %s", job_id, exc)  # the rows there are, then a clean end
+        except (errors.JobCancelledError, errors.InputError, errors.JobFailedError, errors.JobNotFoundError) as exc:
+            # The rows there are, then never a clean-looking end: JSONL ends with a problem line; CSV has no place
+            # for one, so its response is cut short (no final chunk), which every HTTP client reports as an error.
+            log.info("results of job %s end early: %s", job_id, exc)
+            if fmt == "csv":
+                raise
+            problem = problems.problem_body(problems.status_for(exc), mask_secrets(str(exc)), job=job_id)
+            yield json.dumps({"problem": problem}).encode() + b"\n"
 
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
     return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-store"})
