@@ -248,7 +248,7 @@ def test_failed_chunk_then_retry(redis_url: str, tmp_path: Path) -> None:
         w.stop()
 
 
-def test_retry_takes_only_a_finished_job_and_exactly_its_failed_chunks(redis_url: str, tmp_path: Path) -> None:
+def test_retry_takes_only_a_finished_job_and_exactly_its_failed_chunks(own_redis_url: str, tmp_path: Path) -> None:
     """`retry` refuses a job whose chunks still run (a failure recorded meanwhile would be lost), a cancelled one,
     and a second retry of the same failures; an accepted one moves exactly the failed chunks back, counted once."""
     from sentq import jobs, ledger
@@ -257,10 +257,10 @@ def test_retry_takes_only_a_finished_job_and_exactly_its_failed_chunks(redis_url
     src = tmp_path / "t.txt"
     src.write_text("".join(f"great product {i}\n" for i in range(30)))
     env = {"SENTQ_QUEUE": "retry-nobody-q"}  # no worker: the test moves the ledger itself
-    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, **env).stdout.strip()
-    client = redis.Redis.from_url(redis_url)
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], own_redis_url, **env).stdout.strip()
+    client = redis.Redis.from_url(own_redis_url)
     ledger.fail(client, job, 1, "boom")  # chunk 1 failed; chunks 0 and 2 still queued
-    refused = run_sentq(["retry", job], redis_url, **env)
+    refused = run_sentq(["retry", job], own_redis_url, **env)
     assert refused.returncode == 2, refused.stderr
     assert "still running" in refused.stderr and f"sentq wait {job}" in refused.stderr
     assert list(ledger.failures(client, job)) == [1]  # the failure record is kept
@@ -270,20 +270,20 @@ def test_retry_takes_only_a_finished_job_and_exactly_its_failed_chunks(redis_url
         assert ledger.complete(client, job, index, rows=b"", texts=10, compute_s=0.0, wait_s=0.0)
     assert jobs.get(client, job).state.value == "failed"
     seen = {int(k): v for k, v in client.hgetall(f"sentq:job:{job}:failed").items()}
-    assert run_sentq(["retry", job], redis_url, **env).returncode == 0
+    assert run_sentq(["retry", job], own_redis_url, **env).returncode == 0
     assert client.zscore(f"sentq:job:{job}:pending", "1") is not None
     record = jobs.get(client, job)
     assert (record.state.value, record.chunks_failed, record.texts_done) == ("running", 0, 20)
     # A second retry of what it saw (two operators at once) changes nothing, and is told why.
     assert ledger.reopen(client, job, seen)[0] == -2
-    again = run_sentq(["retry", job], redis_url, **env)
+    again = run_sentq(["retry", job], own_redis_url, **env)
     assert again.returncode == 2 and "still running" in again.stderr
     assert jobs.get(client, job).texts_done == 20 and client.hget("sentq:stats", "chunk_retries") == b"1"
 
-    settings = Settings.from_env({"SENTQ_BROKER_URL": redis_url, **env})
-    other = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, **env).stdout.strip()
+    settings = Settings.from_env({"SENTQ_BROKER_URL": own_redis_url, **env})
+    other = run_sentq(["submit", str(src), "--chunk-size", "10"], own_redis_url, **env).stdout.strip()
     ledger.fail(client, other, 0, "boom")
-    assert run_sentq(["cancel", other], redis_url, **env).returncode == 0
+    assert run_sentq(["cancel", other], own_redis_url, **env).returncode == 0
     with pytest.raises(JobStateError, match="cannot be retried: it was cancelled"):
         control.retry(settings, other)
     assert jobs.get(client, other).state.value == "cancelled"
@@ -423,7 +423,7 @@ def test_cancel_or_forget_while_the_input_is_read_is_not_undone(redis_url: str) 
     client.close()
 
 
-def test_a_download_that_passed_a_chunk_retried_meanwhile_never_ends_clean(redis_url: str, tmp_path: Path) -> None:
+def test_a_download_that_passed_a_chunk_retried_meanwhile_never_ends_clean(own_redis_url: str, tmp_path: Path) -> None:
     """The waiter left failed chunk 1 out (no rows then); before it reached the end, `retry` re-ran chunk 1 and the job
     ended done: the download must not end as if complete (the CLI would exit 0, `--forget` would free unseen rows)."""
     import numpy as np
@@ -432,9 +432,9 @@ def test_a_download_that_passed_a_chunk_retried_meanwhile_never_ends_clean(redis
 
     src = tmp_path / "t.txt"
     src.write_text("".join(f"great product {i}\n" for i in range(30)))
-    job = run_sentq(["submit", str(src), "--chunk-size", "10"], redis_url, SENTQ_QUEUE="follow-nobody-q").stdout
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], own_redis_url, SENTQ_QUEUE="follow-nobody-q").stdout
     job = job.strip()
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(own_redis_url)
     scored = rows.pack_result("v1", rows.score_codes(np.full(10, 0.9)))
     for index in (0, 2):
         ledger.claim(client, job, index, holder="t/1")

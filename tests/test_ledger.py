@@ -17,6 +17,13 @@ CLOCKS = {"beat_every_s": DEFAULTS.heartbeat_s, "lost_after_s": DEFAULTS.lost_af
 
 
 @pytest.fixture
+def redis_url(own_redis_url: str) -> str:
+    """A Redis of the test's own: these tests set ledger states by hand (old sends, leases of dead holders), which a
+    live reconciler (the session worker's, on the session Redis) would act on."""
+    return own_redis_url
+
+
+@pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     c = redis.Redis.from_url(redis_url)
     c.hset(keys.job(JOB), mapping={"state": "queued", "total_chunks": 3, "queue": "q", "broker": "redis"})

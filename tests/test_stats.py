@@ -28,6 +28,15 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     c.close()
 
 
+@pytest.fixture
+def quiet(own_redis_url: str) -> Iterator[tuple[redis.Redis, str]]:
+    """A Redis of the test's own and a client of it, for tests that set ledger states by hand (old sends, leases of
+    dead holders): on the session Redis the session worker's reconciler would act on them."""
+    c = redis.Redis.from_url(own_redis_url)
+    yield c, own_redis_url
+    c.close()
+
+
 def settings_for(url: str, **changes: Any) -> Settings:
     return Settings.from_env({"SENTQ_BROKER_URL": url, "SENTQ_DATA_DIR": str(REPO / "data")}).replace(**changes)
 
@@ -174,6 +183,9 @@ def test_queue_length_and_oldest_waiting_then_cancel(
     src = tmp_path / "t.txt"
     write_texts(src, 30)
     job = control.submit(settings, TextSource(str(src)), chunk_size=10).id
+    # The sends and the lease below are made up: no worker's reconciler (the session worker's runs on this Redis)
+    # may act on them, so the job is marked as another broker's.
+    client.hset(keys.job(job), "broker", "no-such-broker")
     now = client.time()
     redis_now = now[0] + now[1] / 1e6
     # Pretend the chunks were sent 300, 200 and 100 s ago; chunk 0 is being scored, so chunk 1 waits longest.
@@ -197,8 +209,9 @@ def test_queue_length_and_oldest_waiting_then_cancel(
     assert counters(client, settings) == zero(submitted=1, finished_cancelled=1)
 
 
-def test_oldest_waiting_looks_past_many_leased_chunks(client: redis.Redis, redis_url: str) -> None:
+def test_oldest_waiting_looks_past_many_leased_chunks(quiet: tuple[redis.Redis, str]) -> None:
     """More chunks leased than the snapshot peeks at: the oldest unleased one is still found."""
+    client, redis_url = quiet
     job, queue = "peekjob00001", "stats-peek-q"
     client.hset(keys.job(job), mapping={"state": "running", "queue": queue, "broker": "redis"})
     client.zadd(keys.ACTIVE_JOBS, {job: 1})
@@ -228,8 +241,9 @@ def test_invalid_input_counts_once(client: redis.Redis, redis_url: str, tmp_path
     assert counters(client, settings) == zero(submitted=2, finished_invalid=2)
 
 
-def test_duplicate_steps_count_once(client: redis.Redis, redis_url: str) -> None:
+def test_duplicate_steps_count_once(quiet: tuple[redis.Redis, str]) -> None:
     """A redelivered completion, a late failure, a second seal and a second sweep change nothing."""
+    client, redis_url = quiet
     job = "dupjob000001"
     client.hset(keys.job(job), mapping={"state": "queued", "queue": "q", "broker": "redis"})
     client.expire(keys.job(job), 3600)
