@@ -124,10 +124,7 @@ def follow(
             if record.total_chunks is not None and next_index >= record.total_chunks:
                 break
             if output is not None:
-                try:
-                    yield rows.result_rows(output, staged.get(next_index))
-                except ValueError as exc:
-                    raise JobNotFoundError(f"the rows of chunk {next_index} of job {job_id} are lost: {exc}") from None
+                yield chunk_rows(job_id, next_index, output, staged.get(next_index))
             elif next_index in failed:
                 # Recorded failed after this poll read its output? A chunk with lines that failed alone keeps the
                 # rows of its other texts: only one with no rows at all is left out.
@@ -136,12 +133,7 @@ def follow(
                     client.mget([keys.chunk_output(job_id, next_index), keys.chunk_input(job_id, next_index)]),
                 )
                 if late is not None and rows.is_packed(late):
-                    try:
-                        yield rows.result_rows(late, texts)
-                    except ValueError as exc:
-                        raise JobNotFoundError(
-                            f"the rows of chunk {next_index} of job {job_id} are lost: {exc}"
-                        ) from None
+                    yield chunk_rows(job_id, next_index, late, texts)
                 else:
                     skipped.append(next_index)  # the job ends failed and `sentq status JOB` shows why
             elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
@@ -196,6 +188,14 @@ def follow(
         else:
             time.sleep(idle_s)
             idle_s = min(idle_s * 2, poll_s)
+
+
+def chunk_rows(job_id: str, index: int, output: bytes, staged: bytes | None) -> bytes:
+    """A finished chunk's JSONL rows, from its result and its staged texts (JobNotFoundError if they do not match)."""
+    try:
+        return rows.result_rows(output, staged)
+    except ValueError as exc:
+        raise JobNotFoundError(f"the rows of chunk {index} of job {job_id} are lost: {exc}") from None
 
 
 def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:
