@@ -117,6 +117,14 @@ def chunk_output(job_id: str, index: int) -> str:
 # that forgotten uploads do not pile up.
 RETRAIN_DATA_TTL_S = 24 * 3600
 
+
+def force_grant(token: str) -> str:
+    """An operator's `sentq retrain --force` (or ``?force=true``): the retrain message carries only this token, so a
+    client that can reach the broker but not write the registry cannot force a worse model current. Lives as long
+    as shipped training data, and is deleted when the retrain that used it ends."""
+    return f"{PREFIX}force-grant:{token}"
+
+
 # Celery beat (celery-redbeat): its schedule, each entry's last run and the one-active-scheduler lock.
 REDBEAT_PREFIX = PREFIX + "redbeat:"
 

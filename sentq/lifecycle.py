@@ -184,7 +184,7 @@ def submit_retrain(settings: Settings, *, data: Path | None, force: bool) -> str
     dataset = read_labelled(data, max_chars=settings.max_text_chars) if data is not None else None
     client = control.connect(settings)
     control.check_broker(settings)
-    kwargs: dict[str, Any] = {"force": force}
+    kwargs: dict[str, Any] = {"force": registry.grant_force(client) if force else False}
     if dataset is not None:
         kwargs["data"] = registry.ship_dataset(client, dataset)
     worker = control.worker_module(settings)

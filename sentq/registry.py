@@ -352,6 +352,33 @@ def ship_dataset(client: redis.Redis, dataset: Dataset) -> str:
     return token
 
 
+def grant_force(client: redis.Redis) -> str:
+    """A one-retrain permission to promote a less accurate model (`sentq retrain --force`): the token to send."""
+    token = uuid.uuid4().hex
+    client.set(keys.force_grant(token), b"1", ex=keys.RETRAIN_DATA_TTL_S)
+    return token
+
+
+def check_force(client: redis.Redis, force: object) -> str | None:
+    """The grant token a `sentq.retrain` message's ``force`` names, checked in the registry; None for no force.
+
+    ``force=True`` itself is refused: anyone who can send to the broker could send it, and a worse model current
+    is an operator's decision (`sentq retrain --force`, `sentq model use N`), both of which need the registry."""
+    if force is False or force is None:
+        return None
+    if not isinstance(force, str) or not re.fullmatch(r"[0-9a-f]{32}", force):
+        raise PermissionError(
+            "sentq.retrain: force must come from a sentq client (a grant it stores in the registry), not the message "
+            "alone; use `sentq retrain --force`, POST /v1/retrain?force=true, or `sentq model use N`"
+        )
+    if not client.exists(keys.force_grant(force)):
+        raise PermissionError(
+            f"sentq.retrain: the --force grant {force} is not in the registry (it was used, expired after a day, or "
+            "was never made there); run `sentq retrain --force` again"
+        )
+    return force
+
+
 def shipped_dataset(client: redis.Redis, token: str) -> Dataset:
     """The dataset `sentq retrain --data` shipped under ``token``."""
     if not re.fullmatch(r"[0-9a-f]{32}", token):

@@ -237,13 +237,25 @@ def batch_score(texts: list[str]) -> list[dict[str, Any]]:
 
 
 @app.task(name="sentq.retrain", time_limit=settings.task_time_limit_s, soft_time_limit=settings.soft_time_limit_s)
-def retrain(data: str | None = None, force: bool = False) -> dict[str, Any]:
+def retrain(data: str | None = None, force: bool | str = False) -> dict[str, Any]:
     """Train on the default data (or on data `sentq retrain --data` shipped under token ``data``), store a new
-    version, and make it current unless it is worse than the current one by more than the margin (or ``force``)."""
-    if not isinstance(force, bool) or not (data is None or isinstance(data, str)):
-        raise TypeError("sentq.retrain takes data (a token from `sentq retrain --data`, or None) and force (a bool)")
+    version, and make it current unless it is worse than the current one by more than the margin (or ``force``:
+    a grant `sentq retrain --force` stored in the registry; ``force=True`` from a message alone is refused)."""
+    if not isinstance(force, bool | str) or not (data is None or isinstance(data, str)):
+        raise TypeError(
+            "sentq.retrain takes data (a token from `sentq retrain --data`, or None) and force (a grant from "
+            "`sentq retrain --force`, or False)"
+        )
+    client = backend()
+    try:
+        grant = registry.check_force(client, force)
+    except PermissionError as exc:
+        log.warning("refused a sentq.retrain message: %s", exc)
+        raise
     started = time.perf_counter()
-    outcome = registry.retrain(backend(), settings, data_token=data, force=force)
+    outcome = registry.retrain(client, settings, data_token=data, force=grant is not None)
+    if grant is not None:
+        client.delete(keys.force_grant(grant))
     if outcome.promotion.promoted:  # this process serves it next; a candidate left aside is loaded only if asked
         _models[outcome.meta.ref] = outcome.model
         while len(_models) > MODEL_CACHE_SIZE:

@@ -237,6 +237,7 @@ def test_guarded_promotion_stores_a_worse_model_aside_unless_forced(
     assert (result["version"], result["promoted"], result["current"]) == (3, True, 3)
     assert result["reason"].startswith("forced")
     assert current_version(redis_url) == 3
+    assert not redis.Redis.from_url(redis_url).keys("sentq:force-grant:*")  # one grant, one forced retrain
 
 
 def test_retrain_without_wait_prints_the_task_id(worker: Worker, app: Any, redis_url: str) -> None:

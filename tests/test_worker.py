@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from tests.conftest import Worker, base_env, run_sentq, wait_until
 
@@ -193,13 +194,21 @@ def test_forged_score_chunk_messages_change_nothing(worker: Worker, app: Any, re
     assert (status["state"], status["chunks_failed"], status["texts_done"]) == ("done", 0, 2)
 
 
-def test_batch_score_and_retrain_refuse_what_no_sentq_client_sends(worker: Worker, app: Any) -> None:
+def test_batch_score_and_retrain_refuse_what_no_sentq_client_sends(worker: Worker, app: Any, redis_url: str) -> None:
     from sentq.worker import batch_score, retrain
 
     with pytest.raises(ValueError, match="longer than SENTQ_MAX_TEXT_CHARS"):
         batch_score.delay(["x" * 10_001]).get(timeout=30)
     with pytest.raises(ValueError, match="at most 1,000,000 texts and 8,000,000 characters"):
         batch_score.delay(["great product " * 700] * 900).get(timeout=30)
-    with pytest.raises(TypeError, match="force \\(a bool\\)"):
-        retrain.delay(force="no").get(timeout=30)
+    with pytest.raises(TypeError, match="force \\(a grant from `sentq retrain --force`, or False\\)"):
+        retrain.delay(force=3).get(timeout=30)
+    # force only with a grant a sentq client stored in the registry: a message alone promotes nothing, trains nothing
+    client = redis.Redis.from_url(redis_url)
+    versions = client.hlen("sentq:model:versions")
+    with pytest.raises(PermissionError, match="force must come from a sentq client"):
+        retrain.delay(force=True).get(timeout=30)
+    with pytest.raises(PermissionError, match="grant 0123456789abcdef0123456789abcdef is not in the registry"):
+        retrain.delay(force="0123456789abcdef0123456789abcdef").get(timeout=30)
+    assert client.hlen("sentq:model:versions") == versions
     assert batch_score.delay(["great product"]).get(timeout=30)[0]["label"] == "positive"
