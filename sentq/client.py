@@ -39,6 +39,7 @@ def submit(
     chunk_size: int | None = None,
     model: str | None = None,
     settings: Settings | None = None,
+    resume: str | None = None,
 ) -> Job:
     """Submit a file of texts, or an iterable of texts, as one job; returns once its last chunk is queued.
 
@@ -49,8 +50,19 @@ def submit(
     ``SENTQ_MAX_TEXT_CHARS``, is an InputError that stops the job (workers skip its chunks already queued). Workers
     start on chunk 0 while the rest is read. ``model`` pins a version (``"v3"``; default: the current one).
     ``settings`` default to ``Settings.from_env()``. Raises InputError, ConfigError, BrokerUnavailableError.
+
+    ``resume`` (a job id) continues that job, whose submission stopped part-way, from the path ``source`` (as
+    `sentq submit FILE --resume JOB`): its staged chunks are checked against the file, then the rest is staged. A
+    different file, or options other than the job's, is refused (InputError, ConfigError) with the job unchanged.
     """
     settings = Settings.from_env() if settings is None else settings
+    if resume is not None:
+        if not isinstance(source, str | os.PathLike) or model is not None:
+            raise TypeError("resume takes the path of the job's input again (and no model: the job keeps its own)")
+        again, size = control.resume_source(
+            settings, resume, os.fspath(source), fmt=format, column=column, field=field, chunk_size=chunk_size
+        )
+        return Job(control.resume(settings, resume, again, size).id, settings=settings)
     if chunk_size is not None:
         settings.replace(chunk_size=chunk_size)  # validated as SENTQ_CHUNK_SIZE is (ConfigError)
     text_source = _text_source(source, settings, fmt=format, column=column, field=field)

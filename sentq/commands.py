@@ -142,6 +142,16 @@ def submit(
     raw_csv: RawCsv = False,
     timeout: Timeout = None,
     forget: Forget = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="JOB",
+            help="Continue JOB, whose submission stopped part-way (killed, interrupted, a bad line fixed since): the "
+            "chunks it staged are read again and checked to be the same input, then the rest is staged. Read as the "
+            "job read it (its format, column, chunk size).",
+        ),
+    ] = None,
 ) -> None:
     """Submit a file of texts as one job; prints its id at once (alone on stdout when piped)."""
 
@@ -190,11 +200,22 @@ def forget(job_ids: Annotated[list[str], typer.Argument(help="Finished jobs to f
 
 
 @command()
-def retry(job_id: Annotated[str, typer.Argument(help="A job that finished with failed chunks.")]) -> None:
+def retry(
+    job_id: Annotated[str, typer.Argument(help="A job that finished with failed chunks.")],
+    from_path: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help="The job's input again (- for stdin): failed chunks whose staged input Redis lost (e.g. with its "
+            "last second of AOF) are staged again from it, after every chunk is checked to be the same.",
+        ),
+    ] = None,
+) -> None:
     """Run a job's failed chunks again (the rows already scored are kept)."""
     from sentq import control
 
-    indexes = control.retry(load_settings(), job_id)
+    indexes = control.retry(load_settings(), job_id, from_path=from_path)
     err.print(f"queued {len(indexes)} failed chunks of job {job_id} again; follow with `sentq wait {job_id}`")
 
 

@@ -12,6 +12,7 @@ import redis
 from sentq import jobs, keys, ledger, store
 from sentq.errors import BrokerUnavailableError, ConfigError, InputError, JobNotFoundError, JobStateError
 from sentq.settings import Settings
+from sentq.store import text
 
 if TYPE_CHECKING:
     from sentq.inputs import TextSource
@@ -97,6 +98,73 @@ def submit(
     try:
         return jobs.stage(
             client, settings, job_id, source, chunk_size=size, publish=lambda indexes, at: publish(job_id, indexes, at)
+        )
+    except redis.RedisError as exc:
+        raise store.unavailable(settings.backend_url, exc) from None
+
+
+def resume_source(
+    settings: Settings,
+    job_id: str,
+    path: str,
+    *,
+    fmt: str | None = None,
+    column: str | None = None,
+    field: str | None = None,
+    chunk_size: int | None = None,
+    idle_s: float = 0.0,
+) -> tuple[TextSource, int]:
+    """``path`` read as job ``job_id`` read its input (format, column, field), with its chunk size: what
+    `submit --resume` and `retry --from` read again. An option given that differs from the job's is a ConfigError."""
+    from sentq.inputs import TextSource
+
+    client = connect(settings)
+    record = jobs.get(client, job_id)
+    read_as = client.hmget(keys.job(job_id), "column", "field")
+    was_column, was_field = (text(v) if v is not None else None for v in read_as)
+    for name, given, was in (
+        ("--format", fmt, record.format),
+        ("--column", column, was_column),
+        ("--field", field, was_field or "text"),
+        ("--chunk-size", chunk_size, record.chunk_size),
+    ):
+        if given is not None and str(given) != str(was):
+            raise ConfigError(
+                f"{name} {given} is not how job {job_id} read its input ({name} {was}); drop it: the input is read "
+                "again exactly as the job first read it"
+            )
+    source = TextSource(
+        path,
+        fmt=record.format,
+        column=was_column,
+        field=was_field,
+        max_chars=settings.max_text_chars,
+        idle_s=idle_s,
+    )
+    return source, record.chunk_size
+
+
+def resume(
+    settings: Settings,
+    job_id: str,
+    source: TextSource,
+    chunk_size: int,
+    on_resumed: Callable[[str], None] | None = None,
+) -> jobs.JobRecord:
+    """Continue staging job ``job_id`` from ``source`` (see ``jobs.stage``'s ``resume``); returns the sealed record."""
+    client = connect(settings)
+    check_broker(settings)
+    publish = worker_module(settings).publisher(jobs.get(client, job_id).queue or settings.queue)
+    try:
+        return jobs.stage(
+            client,
+            settings,
+            job_id,
+            source,
+            chunk_size=chunk_size,
+            publish=lambda indexes, at: publish(job_id, indexes, at),
+            resume=True,
+            on_resumed=on_resumed,
         )
     except redis.RedisError as exc:
         raise store.unavailable(settings.backend_url, exc) from None
@@ -328,10 +396,14 @@ def forget(settings: Settings, job_id: str) -> int:
     return jobs.forget(client, job_id)
 
 
-def retry(settings: Settings, job_id: str) -> list[int]:
-    """Queue the job's failed chunks again; returns their indexes (JobStateError if it has none)."""
+def retry(settings: Settings, job_id: str, *, from_path: str | None = None) -> list[int]:
+    """Queue the job's failed chunks again; returns their indexes (JobStateError if it has none). With
+    ``from_path``, the inputs of failed chunks that Redis lost are staged again from it first (checked by digest)."""
     client = connect(settings)
     check_broker(settings)
+    if from_path is not None:
+        source, size = resume_source(settings, job_id, from_path)
+        jobs.restage_failed(client, settings, job_id, source, size)
     indexes, sent_at = jobs.reopen_failed(client, job_id)
     # Were this process to die here, the chunks are pending and sent: the reconciler re-sends their messages.
     worker_module(settings).publisher(jobs.get(client, job_id).queue or settings.queue)(job_id, indexes, sent_at)

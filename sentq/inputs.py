@@ -6,16 +6,18 @@ import gzip
 import io
 import os
 import re
+import select
 import stat
 import sys
+import time
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO, cast
 
 from sentq.errors import ConfigError, InputError
 from sentq.inputs_formats import Block, FormatReader, is_index, plain_text_fits
@@ -97,12 +99,23 @@ class TextSource:
         max_chars: int = 10_000,
         stdin: BinaryIO | None = None,
         name: str | None = None,
+        idle_s: float = 0.0,
     ) -> None:
-        """``path`` ``-`` reads ``stdin`` (default: the process's), shown in messages as ``name`` (``<stdin>``)."""
+        """``path`` ``-`` reads ``stdin`` (default: the process's), shown in messages as ``name`` (``<stdin>``).
+
+        With ``idle_s``, a pipe or terminal read as text or JSONL yields the texts read so far as a short chunk once
+        it has been quiet that long (``pause_cut`` then says so), instead of waiting for a whole chunk.
+        """
         self.name = name or ("<stdin>" if path == "-" else path)
         self.is_stream = path == "-"
         self.blank_lines = 0
         self.texts = 0
+        # Whether the chunk just yielded was cut short because a live stream went quiet (queue it now); on_pause is
+        # called when it goes quiet between chunks (queue what is held).
+        self.pause_cut = False
+        self.on_pause: Callable[[], None] | None = None
+        self._idle_s = idle_s
+        self._reading: _Live | None = None
         self._path = path
         self._stdin = stdin
         self._column = column
@@ -146,6 +159,23 @@ class TextSource:
         self._used = True
         self.blank_lines = self.texts = 0
         return (Chunk(index, lines, texts) for index, (lines, texts) in enumerate(self._read(size)))
+
+    @property
+    def options(self) -> dict[str, str]:
+        """How this input is read beyond its format (--column, --field), as a job records it to read it again."""
+        return {
+            **({"column": self._column} if self._column is not None else {}),
+            **({"field": self._field} if self._field != "text" else {}),
+        }
+
+    def interrupt(self) -> bool:
+        """Stop a live stream's read from another thread (it raises KeyboardInterrupt where it waits for input);
+        False if this source cannot be woken (a file, a gzip or CSV stream: it ends with the process)."""
+        reading = self._reading
+        if reading is None or not reading.live:
+            return False
+        reading.interrupt()
+        return True
 
     def validate(self) -> None:
         """Read the whole file once, checking every line as ``chunks`` would, then reset the counters."""
@@ -258,10 +288,11 @@ class TextSource:
             field=self._field,
             header=self._header,
         )
+        reader.on_pause = self.on_pause
         with ExitStack() as stack:
             tap: _Tap | None = None
             try:
-                text, tap, head = self._open_text(stack, record=self.is_stream)
+                text, tap, head = self._open_text(stack, record=self.is_stream, reader=reader)
                 if self.format == "text":
                     blocks = reader.text_blocks(text, size)
                 elif self.format == "jsonl":
@@ -271,6 +302,7 @@ class TextSource:
                 for block in blocks:
                     self.texts += len(block[1])
                     self.blank_lines = reader.blank_lines
+                    self.pause_cut = reader.pause_cut
                     yield block
             except (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 raise self._read_error(exc, tap if self.is_stream else self._replay()) from None
@@ -286,16 +318,26 @@ class TextSource:
                 why = f"the {'input' if self.is_stream else 'file'} is empty"
             raise InputError(f"{self.name}: no texts to score ({why}); check that this is the right file")
 
-    def _open_text(self, stack: ExitStack, *, record: bool) -> tuple[TextIO, _Tap | None, bytes]:
+    def _open_text(
+        self, stack: ExitStack, *, record: bool, reader: FormatReader | None = None
+    ) -> tuple[TextIO, _Tap | None, bytes]:
         """The input decoded (gunzipped, BOM dropped), its head (first 64 KiB), and the recording tap if ``record``.
 
         A file is read by the plain buffered stack, rewound after the head is checked: the fast path. A stream
-        cannot be rewound, so its head is served again, and its recent bytes recorded, by a ``_Tap``.
+        cannot be rewound, so its head is served again, and its recent bytes recorded, by a ``_Tap``. A live stream
+        (``_live``) is read as it fills, and tells ``reader`` when it went quiet.
         """
         raw = self._open_raw(stack)
         rewind = not self.is_stream
+        live = self._live(raw) if reader is not None else None
+        if live is not None:
+            stack.callback(live.close)
+            self._reading = live
+            raw = cast("BinaryIO", live)  # read and read1 are all a stream's readers use (it is never rewound)
         magic = _read_full(raw, 2)
         source: BinaryIO | gzip.GzipFile = raw
+        if live is not None and magic == _GZIP_MAGIC:
+            live.live = False  # a pause would read as a truncated gzip stream: whole chunks only
         if magic == _GZIP_MAGIC:
             if rewind:
                 raw.seek(0)
@@ -308,6 +350,9 @@ class TextSource:
             )
         else:
             head = magic + _read_full(raw, _HEAD_BYTES - len(magic))
+        if live is not None and reader is not None and live.live:
+            live.owe()  # a pause may have ended the head: its lines are handed on at the next one
+            reader.paused = live.resume
         self._check_head(head)
         bom = len(_BOM) if head.startswith(_BOM) else 0
         tap = None
@@ -320,6 +365,20 @@ class TextSource:
         newline = "" if self.format in ("csv", "tsv") else None
         text = stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", newline=newline))
         return text, tap, head[bom:]
+
+    def _live(self, raw: BinaryIO) -> _Live | None:
+        """A reader of stdin as it fills, when it is a pipe, terminal or socket read as text or JSONL with
+        ``idle_s`` set (a file never pauses; a CSV record may span lines; an upload has no descriptor)."""
+        if not (self.is_stream and self._idle_s > 0 and self.format in ("text", "jsonl")):
+            return None
+        try:
+            fd = raw.fileno()
+            mode = os.fstat(fd).st_mode
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
+            return None
+        return _Live(fd, self._idle_s)
 
     def _replay(self) -> _Tap | None:
         """Read a file again through a recording tap up to the error it raised, to locate it (the slow path)."""
@@ -381,6 +440,68 @@ class TextSource:
                 where += f" at column {len(before[start:].decode('utf-8')) + 1}"
             return InputError(f"{self.name}: line {line:,} is not valid UTF-8 ({where}); {hint}")
         return InputError(f"{self.name}: is not valid UTF-8 after line {tap.lines_before:,}; {hint}")
+
+
+class _Live:
+    """A pipe or terminal read as it fills (what is there, never waiting for a whole buffer), that pauses when quiet.
+
+    Once the stream has been quiet ``idle_s`` at a line end, with bytes handed on since the last pause, a read answers
+    b"" once and ``resume()`` then says True: the readers above take it for an end (so the lines read so far come
+    out as a short chunk), ask ``resume()`` whether it was a pause, and read on. The descriptor is read directly, so
+    nothing may have been read from it through a buffer before.
+    """
+
+    def __init__(self, fd: int, idle_s: float) -> None:
+        self.live = True
+        self._fd = fd
+        self._idle_s = idle_s
+        self._owed = False  # bytes were handed on since the last pause
+        self._line_end = True
+        self._due = time.monotonic() + idle_s  # when a pause is due if nothing more arrives
+        self._paused = False
+        self._wake_r, self._wake_w = os.pipe()  # interrupt() ends a wait for input from another thread
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self.live and self._owed and self._line_end:
+            if not self._wait(max(0.0, self._due - time.monotonic())):
+                self._owed = False
+                self._paused = True
+                return b""
+        else:
+            self._wait(None)
+        data = os.read(self._fd, size if size > 0 else _HEAD_BYTES)
+        if data:
+            self._owed = True
+            self._line_end = data.endswith(b"\n")
+            self._due = time.monotonic() + self._idle_s
+        return data
+
+    read1 = read
+
+    def owe(self) -> None:
+        """The lines read so far are not handed on yet (the head was read ahead): pause again when due."""
+        if self._paused:
+            self._paused = False
+            self._owed = True
+
+    def resume(self) -> bool:
+        """Whether the end just seen was a pause (read on), not the stream's end."""
+        paused, self._paused = self._paused, False
+        return paused
+
+    def interrupt(self) -> None:
+        """Make the reading thread's wait for input raise KeyboardInterrupt (its Ctrl-C went to the main thread)."""
+        os.write(self._wake_w, b"!")
+
+    def close(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wait(self, timeout: float | None) -> bool:
+        ready = select.select([self._fd, self._wake_r], [], [], timeout)[0]
+        if self._wake_r in ready:
+            raise KeyboardInterrupt
+        return bool(ready)
 
 
 class _Tap(io.RawIOBase):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, islice
 from typing import TextIO
 
@@ -36,16 +36,33 @@ class FormatReader:
         self._column = column
         self._field = field
         self._header = header
+        # A live stream's "was that end a pause?" (inputs._Live.resume); a pause cuts the block short.
+        self.paused: Callable[[], bool] | None = None
+        self.pause_cut = False  # the block just yielded was cut short by a pause
+        # Called at a pause with no texts of the reader's own to hand on: the consumer queues what it holds.
+        self.on_pause: Callable[[], None] | None = None
+
+    def _resumes(self, holding: bool) -> bool:
+        """At an end of the input: whether it was only a live stream's pause (then read on). ``holding``: texts read
+        since the last block, which the caller yields now; without, ``on_pause`` is told."""
+        if self.paused is None or not self.paused():
+            return False
+        if not holding and self.on_pause is not None:
+            self.on_pause()
+        return True
 
     def text_blocks(self, f: TextIO, size: int) -> Iterator[Block]:
         max_chars = self._max_chars
         line = 0  # lines read so far
-        while True:
+        ended = False
+        while not ended:
             lines: list[int] = []
             texts: list[str] = []
             while len(texts) < size:
-                raw = list(islice(f, size - len(texts)))
+                want = size - len(texts)
+                raw = list(islice(f, want))
                 if not raw:
+                    ended = not self._resumes(bool(texts))
                     break
                 block = [s.strip() for s in raw]
                 # The fast path: a block with no blank and no over-long line is taken whole.
@@ -62,16 +79,30 @@ class FormatReader:
                             lines.append(number)
                             texts.append(text)
                 line += len(raw)
-            if not texts:
-                return
-            yield lines, texts
+                if len(raw) < want and self._resumes(bool(texts)):  # the lines before a pause: hand them on
+                    break
+            if texts:
+                self.pause_cut = len(texts) < size and not ended
+                yield lines, texts
 
     def jsonl_blocks(self, f: TextIO, size: int) -> Iterator[Block]:
         return self._blocks(self._jsonl_texts(f), size)
 
-    def _jsonl_texts(self, f: TextIO) -> Iterator[tuple[int, str]]:
+    def _jsonl_texts(self, f: TextIO) -> Iterator[tuple[int, str | None]]:
+        """(line, text) per record; a live stream's pause as (line, None), so ``_blocks`` cuts its block there."""
+        number = 0
+        while True:
+            yield from self._jsonl_run(f, number)
+            number = self._jsonl_line
+            if not self._resumes(True):
+                return
+            yield number, None
+
+    def _jsonl_run(self, f: TextIO, start: int) -> Iterator[tuple[int, str]]:
         field, loads = self._field, json.loads
-        for number, raw in enumerate(f, 1):
+        self._jsonl_line = start
+        for number, raw in enumerate(f, start + 1):
+            self._jsonl_line = number
             stripped = raw.strip()
             if not stripped:
                 self.blank_lines += 1
@@ -103,13 +134,24 @@ class FormatReader:
                 )
             yield number, value.strip()
 
-    def _blocks(self, numbered: Iterator[tuple[int, str]], size: int) -> Iterator[Block]:
-        """Blocks of at most ``size`` (line, text) pairs: blank texts counted and skipped, over-long ones refused."""
+    def _blocks(self, numbered: Iterator[tuple[int, str | None]], size: int) -> Iterator[Block]:
+        """Blocks of at most ``size`` (line, text) pairs: blank texts counted and skipped, over-long ones refused; a
+        pause (text None) cuts the block there."""
         max_chars = self._max_chars
         lines: list[int] = []
         texts: list[str] = []
+        self.pause_cut = False
         for number, text in numbered:
             if not text:
+                if text is None:  # a pause
+                    if texts:
+                        self.pause_cut = True
+                        yield lines, texts
+                        self.pause_cut = False
+                        lines, texts = [], []
+                    elif self.on_pause is not None:
+                        self.on_pause()
+                    continue
                 self.blank_lines += 1
             elif len(text) > max_chars:
                 raise self._too_long(number, len(text))

@@ -9,12 +9,20 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from sentq import keys, ledger
-from sentq.errors import BrokerUnavailableError, InputError, JobCancelledError, JobNotFoundError, JobStateError
+from sentq.errors import (
+    BrokerUnavailableError,
+    InputError,
+    JobCancelledError,
+    JobNotFoundError,
+    JobStateError,
+    SentqError,
+)
 from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
 from sentq.settings import Settings
 from sentq.store import text
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
 
 # Texts staged per Redis pipeline (then their chunks are queued): ~3 MB a round trip, and what the producer holds.
 STAGE_TEXTS = 40_000
+# `submit --resume` checks the inputs of this many staged chunks at a time for one that Redis lost.
+RESTAGE_BATCH = 64
 # A producer refreshes the job's heartbeat every Settings.heartbeat_s while it lives, however slowly its input comes
 # (`tail -f app.log | sentq submit -`), and at each staged batch; silent this long it is gone (killed, its host
 # down). Generous: a stopped process (SIGSTOP, a laptop asleep) that comes back finds its job still open.
@@ -159,6 +169,7 @@ def create(
         "format": source.format,
         "created": f"{now:.3f}",
         "chunk_size": chunk_size,
+        **source.options,  # how it was read (column, field): `submit --resume` reads it again the same way
         **({"model": model_ref} if model_ref else {}),  # absent until pinned: the first chunk pins it (HSETNX)
         "heartbeat": f"{now:.3f}",
         "queue": settings.queue,
@@ -183,6 +194,8 @@ def stage(
     *,
     chunk_size: int,
     publish: Callable[[list[int], float], None],
+    resume: bool = False,
+    on_resumed: Callable[[str], None] | None = None,
 ) -> JobRecord:
     """Read ``source`` chunk by chunk into Redis and queue one task per chunk; returns the sealed record.
 
@@ -190,9 +203,175 @@ def stage(
     are staged and queued as they are read, so workers start on chunk 0 while the rest is still being read. A stream
     (stdin) cannot be read twice: a bad line part-way marks the job invalid (workers skip what is left) instead of
     leaving it half-done. ``publish(indexes, sent_at)`` queues the chunks just recorded pending in the ledger.
+
+    With ``resume``, ``job_id`` is a job whose submission stopped part-way: the chunks it staged are read again and
+    checked against their digests (a different input is refused, the job unchanged), the ones not scored are sent
+    again (re-staged if their input is gone), and the rest is staged as it would have been.
     """
+    chunks = enumerate(payloads(source, chunk_size))
+    first = 0
+    if resume:
+        record = _check_resumable(client, settings, job_id)
+        if not source.is_stream:
+            source.validate()
+            if record.source == "<stdin>":
+                source.raw_ok = False  # staged from a pipe, decoded: so must the file be, to match its digests
+        first, again = _read_staged(client, settings, job_id, source, chunks)
+        code, found = ledger.resume(
+            client, job_id, again, heartbeat=time.time(), silent_before=time.time() - settings.heartbeat_ttl_s
+        )
+        if code != 0:
+            raise _not_resumable(job_id, code, found, settings)
+        publish(again, float(found))
+        if on_resumed is not None:
+            on_resumed(job_id)
+    return _stage_from(client, settings, job_id, source, chunks, first=first, publish=publish, validate=not resume)
+
+
+Chunks = Iterator[tuple[int, tuple[bytes, int]]]  # (index, (payload, texts)), as ``payloads`` enumerated
+
+
+def _check_resumable(client: redis.Redis, settings: Settings, job_id: str) -> JobRecord:
+    """The job, if `submit --resume` may continue it (before its input is read again); else why not."""
+    record = get(client, job_id)
+    if record.total_chunks is not None:
+        raise JobStateError(
+            f"job {job_id} has all its input staged ({record.total_chunks:,} chunks): nothing to resume; "
+            f"re-run its failed chunks with `sentq retry {job_id}` (--from FILE if their input was lost)"
+        )
+    if record.state == JobState.CANCELLED:
+        raise JobStateError(f"job {job_id} was cancelled: it cannot be resumed; submit the file again")
+    if record.heartbeat and record.heartbeat >= time.time() - settings.heartbeat_ttl_s:
+        raise _not_resumable(job_id, -4, record.heartbeat, settings)
+    return record
+
+
+def _read_staged(
+    client: redis.Redis, settings: Settings, job_id: str, source: TextSource, chunks: Chunks
+) -> tuple[int, list[int]]:
+    """Read the chunks ``job_id`` staged from ``chunks``, checking each against its digest and re-staging any whose
+    input is gone (Redis lost it, or the job was stopped); returns how many it staged and those to send again."""
+    digests = _digests(client, job_id)
+    staged = len(digests)
+    settled = {int(i) for i in [*client.smembers(keys.job_done(job_id)), *client.hkeys(keys.job_failed(job_id))]}
+    if not staged and settled:
+        raise JobStateError(f"job {job_id} was staged by a sentq that kept no digests: submit the file again")
+    again = _check_staged(client, settings, job_id, source, chunks, digests, lambda index: index not in settled)
+    return staged, again
+
+
+def restage_failed(client: redis.Redis, settings: Settings, job_id: str, source: TextSource, chunk_size: int) -> int:
+    """`sentq retry JOB --from FILE`: read the job's whole input again, check every chunk against its digest, and
+    stage again the inputs of its failed chunks that Redis lost; returns how many it staged."""
+    record = get(client, job_id)
+    if record.total_chunks is None:
+        raise JobStateError(f"job {job_id} has not staged all its input: resume it with `sentq submit FILE --resume`")
+    digests = _digests(client, job_id)
+    if len(digests) != record.total_chunks:
+        raise JobStateError(f"job {job_id} was staged by a sentq that kept no digests: submit the file again")
+    if not source.is_stream:
+        source.validate()
+        if record.source == "<stdin>":
+            source.raw_ok = False
+    failed = {int(i) for i in client.hkeys(keys.job_failed(job_id))}
+    chunks = enumerate(payloads(source, chunk_size))
+    missing = [i for i, there in zip(sorted(failed), _exists(client, job_id, sorted(failed)), strict=True) if not there]
+    _check_staged(client, settings, job_id, source, chunks, digests, lambda index: index in failed)
+    if next(chunks, None) is not None:
+        raise InputError(
+            f"{source.name} is not the input job {job_id} staged: it goes on past the {record.total_chunks:,} "
+            "chunks the job has; retry with the same input and options"
+        )
+    return len(missing)
+
+
+def _check_staged(
+    client: redis.Redis,
+    settings: Settings,
+    job_id: str,
+    source: TextSource,
+    chunks: Chunks,
+    digests: dict[int, bytes],
+    wanted: Callable[[int], bool],
+) -> list[int]:
+    """Read as many chunks as ``digests`` has from ``chunks``, each checked against its digest (InputError at the
+    first that differs, or if the input ends before); the ``wanted`` ones' inputs are staged again where Redis lost
+    them. Returns the wanted indexes."""
+    staged = len(digests)
+    if sorted(digests) != list(range(staged)):
+        raise JobStateError(f"job {job_id}'s staged chunks are not a run from 0 (see `sentq status`); submit again")
+    again: list[int] = []
+    batch: list[tuple[int, bytes]] = []
+    read = 0
+    for index, (payload, _) in islice(chunks, staged):
+        read += 1
+        if ledger.digest(payload) != digests[index]:
+            raise InputError(
+                f"{source.name} is not the input job {job_id} staged: its chunk {index} differs (of the {staged:,} "
+                "staged); use the same input and options, or submit it as a new job"
+            )
+        if wanted(index):
+            again.append(index)
+            batch.append((index, payload))
+            if len(batch) >= RESTAGE_BATCH:
+                _restage_missing(client, settings, job_id, batch)
+    _restage_missing(client, settings, job_id, batch)
+    if read < staged:
+        raise InputError(
+            f"{source.name} is not the input job {job_id} staged: it ends after {read:,} chunks, the job staged "
+            f"{staged:,}; use the same input and options, or submit it as a new job"
+        )
+    return again
+
+
+def _digests(client: redis.Redis, job_id: str) -> dict[int, bytes]:
+    raw = client.hgetall(keys.job_digests(job_id))
+    return {int(k): v if isinstance(v, bytes) else v.encode() for k, v in raw.items()}
+
+
+def _restage_missing(client: redis.Redis, settings: Settings, job_id: str, batch: list[tuple[int, bytes]]) -> None:
+    """Stage again the inputs of ``batch`` that Redis no longer has (the batch is emptied). Done while nothing sends
+    them: a job not yet resumed, or a failed chunk not yet retried."""
+    if not batch:
+        return
+    present = _exists(client, job_id, [index for index, _ in batch])
+    pipe = client.pipeline(transaction=False)
+    for (index, payload), there in zip(batch, present, strict=True):
+        if not there:
+            pipe.set(keys.chunk_input(job_id, index), payload, ex=settings.result_expires_s)
+    pipe.execute()
+    batch.clear()
+
+
+def _not_resumable(job_id: str, code: int, found: str | float, settings: Settings) -> SentqError:
+    if code == -1:
+        return JobNotFoundError(f"no job {job_id!r}: unknown id, or its records expired")
+    if code == -2:
+        return JobStateError(f"job {job_id} is {found}: it cannot be resumed")
+    if code == -3:
+        return JobStateError(f"job {job_id} has all its input staged: nothing to resume")
+    ago = time.time() - float(found or 0)
+    return JobStateError(
+        f"job {job_id}'s submission is still running (its producer was heard {ago:.0f}s ago); stop it first, or "
+        f"resume once it has been silent for {settings.heartbeat_ttl_s:g}s (SENTQ_HEARTBEAT_TTL)"
+    )
+
+
+def _stage_from(
+    client: redis.Redis,
+    settings: Settings,
+    job_id: str,
+    source: TextSource,
+    chunks: Chunks,
+    *,
+    first: int,
+    publish: Callable[[list[int], float], None],
+    validate: bool,
+) -> JobRecord:
+    """Stage ``chunks`` from index ``first`` on, then seal the job (see ``stage``)."""
     pending: list[bytes] = []
-    pending_texts = seen = 0
+    pending_texts = 0
+    seen = first
     stop_beating = threading.Event()
 
     def beat() -> None:  # by time, not by data: a live producer is never taken for dead
@@ -224,18 +403,24 @@ def stage(
         nonlocal pending_texts
         pending_texts = 0
 
+    stopped = True
+    # A live stream gone quiet between chunks: queue the whole chunks read so far (at a pause inside a chunk, the
+    # short chunk comes with pause_cut). Called from within the read, where pending and seen are as last left.
+    source.on_pause = lambda: flush() if pending else None
     try:
-        if not source.is_stream:
+        if validate and not source.is_stream:
             source.validate()
-        for payload, texts in payloads(source, chunk_size):
-            seen += 1
+        for index, (payload, texts) in chunks:
+            seen = index + 1
             pending.append(payload)
             pending_texts += texts
-            # The first chunk goes out alone so a worker starts at once; then batches amortise round trips.
-            if seen == 1 or pending_texts >= STAGE_TEXTS:
+            # The first chunk goes out alone so a worker starts at once; then batches amortise round trips. A live
+            # stream that went quiet hands on what it read (the chunk was cut short there): its rows come out now.
+            if seen == 1 or pending_texts >= STAGE_TEXTS or source.pause_cut:
                 flush()
         if pending:
             flush()
+        stopped = False
     except (JobCancelledError, JobNotFoundError):
         raise  # stopped from outside (cancel, forget): the job is as that left it
     except InputError as exc:
@@ -255,6 +440,10 @@ def stage(
         raise
     finally:
         stop_beating.set()
+        if stopped:  # say this producer is gone, so `submit --resume` need not wait for its heartbeat to age
+            beating.join(timeout=5)
+            with contextlib.suppress(redis.RedisError):
+                ledger.producer_beat(client, job_id, 0.0)
     ledger.seal(client, job_id, chunks=seen, texts=source.texts, blank_lines=source.blank_lines)
     return get(client, job_id)
 

@@ -72,6 +72,12 @@ def job_deliveries(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:deliveries"
 
 
+def job_digests(job_id: str) -> str:
+    """Hash: chunk index -> digest of its staged input, written with it: `submit --resume` and `retry --from` check
+    that a file read again holds the same chunks before they stage any of it."""
+    return f"{PREFIX}job:{job_id}:digests"
+
+
 def job_pending(job_id: str) -> str:
     """Sorted set: chunk index -> when its last message was sent (Redis time), until it is done or failed."""
     return f"{PREFIX}job:{job_id}:pending"

@@ -13,6 +13,7 @@ scored and failed alone, chunks re-sent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -78,13 +79,44 @@ _STAGE = (
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {-1} end
 if state == 'cancelled' or state == 'invalid' then return {-2, state} end
-for i = 3, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[2 * i - 2], 'EX', ARGV[1])
-  redis.call('ZADD', KEYS[2], now, ARGV[2 * i - 3])
+for i = 4, #KEYS do
+  local item = ARGV[3 * i - 9]
+  redis.call('SET', KEYS[i], ARGV[3 * i - 8], 'EX', ARGV[1])
+  redis.call('HSET', KEYS[3], item, ARGV[3 * i - 7])
+  redis.call('ZADD', KEYS[2], now, item)
 end
 if state == 'staging' then redis.call('HSET', KEYS[1], 'state', 'queued') end
 redis.call('HSET', KEYS[1], 'heartbeat', ARGV[2])
 expire_with(KEYS[2], KEYS[1])
+expire_with(KEYS[3], KEYS[1])
+return {0, tostring(now)}
+"""
+)
+
+# `sentq submit --resume`: a job whose submission stopped before the end of its input (interrupted, its producer
+# dead, a bad line) runs again: its staged chunks not scored are pending, sent now, and it is in the reconciler's
+# index, in one step; its producer then stages the rest. Only a job with no total yet whose producer is silent.
+# KEYS: job, active, stats, pending   ARGV: job_id, heartbeat, silent_before, then chunk indexes to send
+# Returns {0, stamp} | {-1} no job | {-2, state} cancelled or finished | {-3} its input is all staged |
+# {-4, heartbeat} its producer is alive.
+_RESUME = (
+    _NOW
+    + _HELPERS
+    + """
+local st = redis.call('HMGET', KEYS[1], 'state', 'total_chunks', 'heartbeat', 'created', 'chunks_done')
+if not st[1] then return {-1} end
+if st[2] and st[2] ~= '' then return {-3} end
+if st[1] == 'cancelled' or st[1] == 'done' or st[1] == 'failed' then return {-2, st[1]} end
+if tonumber(st[3] or '0') >= tonumber(ARGV[3]) then return {-4, st[3]} end
+if st[1] == 'invalid' then redis.call('HINCRBY', KEYS[3], 'jobs_finished:invalid', -1) end
+for i = 4, #ARGV do redis.call('ZADD', KEYS[4], now, ARGV[i]) end
+expire_with(KEYS[4], KEYS[1])
+local state = 'staging'
+if redis.call('EXISTS', KEYS[4]) == 1 or tonumber(st[5] or '0') > 0 then
+  state = tonumber(st[5] or '0') > 0 and 'running' or 'queued'
+end
+redis.call('HSET', KEYS[1], 'state', state, 'heartbeat', ARGV[2], 'finished_at', '', 'error', '')
+redis.call('ZADD', KEYS[2], tonumber(st[4]) or now, ARGV[1])
 return {0, tostring(now)}
 """
 )
@@ -371,14 +403,41 @@ def stage(
     Returns (0, stamp), (-1, "") if the job is gone, (-2, state) if it was cancelled or found invalid."""
     args: list[Any] = [expire_s, f"{heartbeat:.3f}"]
     for index, payload in chunks:
-        args += [str(index), payload]
+        args += [str(index), payload, digest(payload)]
     reply = client.eval(
         _STAGE,
-        2 + len(chunks),
+        3 + len(chunks),
         keys.job(job_id),
         keys.job_pending(job_id),
+        keys.job_digests(job_id),
         *[keys.chunk_input(job_id, index) for index, _ in chunks],
         *args,
+    )
+    code = int(reply[0])
+    return (0, float(reply[1])) if code == 0 else (code, text(reply[1]) if len(reply) > 1 else "")
+
+
+def digest(payload: bytes) -> bytes:
+    """A staged chunk's digest (its input as staged: the same file read with the same options gives the same)."""
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def resume(
+    client: redis.Redis, job_id: str, indexes: list[int], *, heartbeat: float, silent_before: float
+) -> tuple[int, str | float]:
+    """Run a job whose submission stopped part-way again (see _RESUME), sending ``indexes`` now.
+    Returns (0, stamp) or (code, detail): -1 no job, -2 cancelled/finished (state), -3 all staged, -4 producer alive."""
+    reply = client.eval(
+        _RESUME,
+        4,
+        keys.job(job_id),
+        keys.ACTIVE_JOBS,
+        keys.STATS,
+        keys.job_pending(job_id),
+        job_id,
+        f"{heartbeat:.3f}",
+        f"{silent_before:.3f}",
+        *[str(i) for i in indexes],
     )
     code = int(reply[0])
     return (0, float(reply[1])) if code == 0 else (code, text(reply[1]) if len(reply) > 1 else "")

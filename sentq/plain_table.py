@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, tuple[tuple[str, str, tuple[str, ...], str, Any, 
             ("raw_csv", "flag", ("--raw-csv",), "bool", False, None, False),
             ("timeout", "option", ("--timeout",), "float", None, None, False),
             ("forget", "flag", ("--forget",), "bool", False, None, False),
+            ("resume", "option", ("--resume",), "str", None, None, False),
         ),
     ),
     "wait": (

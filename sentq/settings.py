@@ -204,6 +204,10 @@ class Settings:
     lost_after_s: float = 15.0
     # `sentq wait` (and the console) say why a job has not moved for this long: no live worker on its queue?
     stall_after_s: float = 15.0
+    # `sentq submit -` from a pipe or a terminal (text or JSONL): the lines read so far are queued as a chunk once
+    # the stream has been quiet this long, so `tail -f app.log | sentq submit - --wait` scores lines as they come.
+    # 0: only whole chunks (and the end) are queued.
+    stream_idle_s: float = 1.0
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     log_level: str = "INFO"
     # `sentq api`: bearer tokens, comma-separated; "ro:TOKEN" is a read-only token. Empty: no auth, loopback only.
@@ -253,6 +257,8 @@ class Settings:
         for name in ("heartbeat_s", "reconcile_every_s", "lost_after_s", "stall_after_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive number of seconds")
+        if self.stream_idle_s < 0:
+            raise ConfigError(f"SENTQ_STREAM_IDLE must be 0 (off) or a number of seconds, got {self.stream_idle_s}")
         for ttl, every in (("heartbeat_ttl_s", "heartbeat_s"), ("reconcile_lock_ttl_s", "reconcile_every_s")):
             if not getattr(self, ttl) >= 2 * getattr(self, every):
                 raise ConfigError(

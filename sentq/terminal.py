@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,27 +96,102 @@ def submit(
     raw_csv: bool,
     timeout: float | None,
     forget: bool,
+    resume: str | None = None,
 ) -> None:
-    """`sentq submit`: one job, its id said at once; with ``wait``, followed like `sentq wait`."""
+    """`sentq submit`: one job, its id said at once; with ``wait``, followed like `sentq wait`. With ``resume``, the
+    job whose submission stopped part-way is continued from this input instead."""
     from sentq import control
     from sentq.inputs import TextSource
 
     if forget and not wait:  # before anything is queued
         raise errors.ConfigError("--forget needs --wait (it frees the job once its rows are downloaded)")
-    settings = load_settings(chunk_size=chunk_size)
-    source = TextSource(path, fmt=fmt, column=column, field=field, max_chars=settings.max_text_chars)
-    announce = print_job_id if not wait else lambda job_id: err.print(f"job {job_id} submitted; following it")
-    record = control.submit(settings, source, model_version=model, on_created=announce)
-    if wait:
-        follow_job(
-            settings,
-            record.id,
-            output=output,
-            out_format=out_format,
-            raw_csv=raw_csv,
-            timeout=timeout,
-            forget=forget,
+    if resume is not None and model is not None:
+        raise errors.ConfigError("--model does not apply with --resume: the job keeps the model it was submitted with")
+    settings = load_settings()
+    stage: Callable[[Callable[[str], None]], Any]
+    if resume is not None:
+        job = resume
+        idle = settings.stream_idle_s
+        source, size = control.resume_source(
+            settings, job, path, fmt=fmt, column=column, field=field, chunk_size=chunk_size, idle_s=idle
         )
+        said = "resumed"
+        stage = lambda told: control.resume(settings, job, source, size, on_resumed=told)  # noqa: E731
+    else:
+        settings = load_settings(chunk_size=chunk_size)
+        source = TextSource(
+            path, fmt=fmt, column=column, field=field, max_chars=settings.max_text_chars, idle_s=settings.stream_idle_s
+        )
+        said = "submitted"
+        stage = lambda told: control.submit(settings, source, model_version=model, on_created=told)  # noqa: E731
+    if wait:
+        announce: Callable[[str], None] = lambda job_id: err.print(f"job {job_id} {said}; following it")  # noqa: E731
+    else:
+        announce = print_job_id if resume is None else lambda job_id: err.print(f"job {job_id} resumed")
+    follow: dict[str, Any] = dict(output=output, out_format=out_format, raw_csv=raw_csv, timeout=timeout, forget=forget)
+    if wait and source.is_stream:
+        _stage_following(settings, source, stage, announce, follow)
+        return
+    record = stage(announce)
+    if wait:
+        follow_job(settings, record.id, **follow)
+    elif resume is not None:
+        err.print(f"job {record.id}: all of its input is staged now; follow it with `sentq wait {record.id}`")
+
+
+def _stage_following(
+    settings: Settings,
+    source: Any,
+    stage: Callable[[Callable[[str], None]], Any],
+    announce: Callable[[str], None],
+    follow: dict[str, Any],
+) -> None:
+    """`sentq submit - --wait`: the stream is staged on a thread while its rows are followed here, so they come out
+    as its lines arrive (with SENTQ_STREAM_IDLE, a quiet pipe's lines are queued without waiting for a whole chunk).
+    An input error is told as the producer saw it (its line); Ctrl-C stops the reading: the job is marked invalid,
+    its queued chunks run."""
+    import threading
+
+    created = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def on_created(job_id: str) -> None:
+        outcome["job"] = job_id
+        announce(job_id)
+        created.set()
+
+    def produce() -> None:
+        try:
+            stage(on_created)
+        except BaseException as exc:  # noqa: BLE001 - told on the main thread
+            outcome["error"] = exc
+        finally:
+            created.set()
+
+    producer = threading.Thread(target=produce, name="sentq-producer", daemon=True)
+    producer.start()
+    created.wait()
+    if "job" not in outcome:
+        producer.join()
+        raise outcome["error"]
+    job_id = outcome["job"]
+
+    def interrupted() -> str:
+        if source.interrupt():
+            producer.join(timeout=5)
+        return f"interrupted; the rest of the input is not read: job {job_id} scores what was queued (`sentq wait`)"
+
+    try:
+        follow_job(settings, job_id, on_interrupt=interrupted, **follow)
+    except (SystemExit, errors.SentqError):
+        producer.join(timeout=5)  # the job ended because the producer failed: its error says where
+        error = outcome.get("error")
+        if isinstance(error, errors.SentqError):
+            raise error from None
+        raise
+    producer.join()
+    if isinstance(outcome.get("error"), BaseException):
+        raise outcome["error"]
 
 
 def wait(
@@ -185,8 +261,10 @@ def follow_job(
     timeout: float | None,
     raw_csv: bool = False,
     forget: bool = False,
+    on_interrupt: Callable[[], str] | None = None,
 ) -> None:
-    """Follow ``job_id`` with a progress view on stderr, its rows to ``output`` (or stdout); exit as DESIGN.md says."""
+    """Follow ``job_id`` with a progress view on stderr, its rows to ``output`` (or stdout); exit as DESIGN.md says.
+    On Ctrl-C, ``on_interrupt`` (if given) acts and says what became of the job."""
     from rich.markup import escape
 
     from sentq import control, follow
@@ -211,7 +289,9 @@ def follow_job(
             sink.write(rows)
     except KeyboardInterrupt:
         view.close()
-        err.print(f"interrupted; job {job_id} keeps running: reattach with `sentq wait {job_id}`")
+        said = f"interrupted; job {job_id} keeps running: reattach with `sentq wait {job_id}`"
+        said = on_interrupt() if on_interrupt else said
+        err.print(said, markup=False)
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         view.close()

@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import queue
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from sentq import control
+from sentq import control, jobs
 from sentq.errors import JobFailedError, JobStateError
 from tests.conftest import RedisServer, Worker, free_port, run_sentq, wait_until
 
@@ -398,7 +400,7 @@ def test_cancel_or_forget_while_the_input_is_read_is_not_undone(redis_url: str) 
     for forget in (False, True):
         producer = subprocess.Popen(
             SENTQ + ["submit", "-", "--chunk-size", "10"],
-            env=base_env(redis_url, SENTQ_QUEUE="staging-q"),
+            env=base_env(redis_url, SENTQ_QUEUE="staging-q", SENTQ_STREAM_IDLE="0"),  # no flush when quiet
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -484,3 +486,217 @@ def test_a_slow_stream_keeps_its_producer_alive(redis_url: str) -> None:
             producer.kill()
             producer.communicate()
         client.close()
+
+
+def test_a_live_stream_is_scored_as_its_lines_arrive(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    """`tail -f x | sentq submit - --wait`: lines written to a pipe that then goes quiet are queued as a short chunk
+    and their rows printed while the pipe is still open (before, nothing came out until 1,000 lines or the end);
+    each row once, in input order, line numbers counted across the pauses; JSONL the same."""
+    import subprocess
+
+    from tests.conftest import SENTQ, base_env
+
+    for fmt, encode in (("text", lambda t: t), ("jsonl", lambda t: json.dumps({"text": t}))):
+        errors_to = (tmp_path / f"{fmt}.err").open("wb")
+        producer = subprocess.Popen(
+            SENTQ + ["submit", "-", "--wait", "--format", fmt, "--out-format", "jsonl"],
+            env=base_env(redis_url, SENTQ_STREAM_IDLE="0.2"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors_to,
+        )
+        assert producer.stdin is not None and producer.stdout is not None
+        lines: queue.Queue[bytes] = queue.Queue()
+        reading = threading.Thread(
+            target=lambda out=producer.stdout, got=lines: [got.put(x) for x in iter(out.readline, b"")]
+        )
+        reading.start()
+        try:
+            got: list[dict[str, object]] = []
+            sent = 0
+            for burst in (["great product", "", "awful service"], ["fine", "terrible day"], ["love it"]):
+                producer.stdin.write("".join(encode(t) + "\n" if t else "\n" for t in burst).encode())
+                producer.stdin.flush()
+                sent += len(burst)
+                want = sum(1 for t in burst if t)
+                for _ in range(want):  # the pipe stays open: these rows come only from a flush when it was quiet
+                    got.append(json.loads(lines.get(timeout=60)))
+                assert got[-1]["line"] == sent
+            producer.stdin.close()
+            assert producer.wait(timeout=60) == 0, (tmp_path / f"{fmt}.err").read_text()
+            reading.join()
+            assert lines.empty()
+            assert [(r["line"], r["text"]) for r in got] == [
+                (1, "great product"),
+                (3, "awful service"),
+                (4, "fine"),
+                (5, "terrible day"),
+                (6, "love it"),
+            ]
+            assert [r["label"] for r in got] == ["positive", "negative", "positive", "negative", "positive"]
+        finally:
+            if producer.poll() is None:
+                producer.kill()
+                producer.wait()
+            reading.join()
+            for stream in (producer.stdin, producer.stdout, errors_to):
+                if stream is not None:
+                    stream.close()
+
+
+def test_ctrl_c_on_a_live_stream_stops_its_reading(worker: Worker, redis_url: str, tmp_path: Path) -> None:
+    """Ctrl-C while `sentq submit - --wait` waits on a quiet pipe: the reading thread stops too (it would keep the
+    job staging until its producer was taken for dead), the job is invalid saying why, exit 130."""
+    import signal
+    import subprocess
+
+    from tests.conftest import SENTQ, base_env
+
+    with (tmp_path / "err").open("wb") as errors_to:
+        producer = subprocess.Popen(
+            SENTQ + ["submit", "-", "--wait", "--out-format", "jsonl"],
+            env=base_env(redis_url, SENTQ_STREAM_IDLE="0.2"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors_to,
+        )
+        assert producer.stdin is not None and producer.stdout is not None
+        try:
+            producer.stdin.write(b"great product\n")
+            producer.stdin.flush()
+            assert json.loads(producer.stdout.readline())["line"] == 1  # scored while the pipe is open
+            producer.send_signal(signal.SIGINT)
+            assert producer.wait(timeout=60) == 130
+        finally:
+            if producer.poll() is None:
+                producer.kill()
+                producer.wait()
+            producer.stdin.close()
+            producer.stdout.close()
+    said = (tmp_path / "err").read_text()
+    assert "interrupted; the rest of the input is not read" in said, said
+    job = said.split()[1]
+    status = json.loads(run_sentq(["status", job, "--json"], redis_url).stdout)
+    assert status["state"] == "invalid" and "submission interrupted" in status["error"], status
+
+
+def test_resume_a_submission_stopped_part_way(worker: Worker, redis_url: str, tmp_path: Path, monkeypatch) -> None:
+    """A producer stopped after staging 3 of 8 chunks (Ctrl-C: the job is invalid, the inputs of its unscored chunks
+    dropped): `sentq submit FILE --resume JOB` checks the staged chunks against the file, refuses another file or
+    other options with the job unchanged, then stages the rest: every row once, in input order, exit 0."""
+    from sentq import worker as worker_module
+    from sentq.inputs import TextSource
+    from sentq.settings import Settings
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"{'great product' if i % 3 else 'awful service'} {i}\n" for i in range(75)))
+    settings = Settings.from_env({"SENTQ_BROKER_URL": redis_url, "SENTQ_CHUNK_SIZE": "10"})
+    client = redis.Redis.from_url(redis_url)
+    source = TextSource(str(src))
+    job = jobs.create(client, settings, source=source, chunk_size=10, model_ref=None)
+    sent = worker_module.publisher(settings.queue)
+    calls = []
+
+    def publish(indexes: list[int], at: float) -> None:
+        sent(job, indexes, at)
+        calls.append(indexes)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C would, after the third staging step
+
+    monkeypatch.setattr(jobs, "STAGE_TEXTS", 10)  # a staging step per chunk, so the stop falls inside the file
+    with pytest.raises(KeyboardInterrupt):
+        jobs.stage(client, settings, job, source, chunk_size=10, publish=publish)
+    assert jobs.get(client, job).state.value == "invalid" and client.hlen(f"sentq:job:{job}:digests") == 3
+
+    short = tmp_path / "short.txt"
+    short.write_text("".join(src.read_text().splitlines(keepends=True)[:20]))
+    refused = run_sentq(["submit", str(short), "--resume", job], redis_url)
+    assert refused.returncode == 2
+    assert f"is not the input job {job} staged: it ends after 2 chunks, the job staged 3" in refused.stderr
+    changed = tmp_path / "changed.txt"
+    changed.write_text(src.read_text().replace("product 4\n", "product 5\n"))  # inside the staged chunk 0
+    refused = run_sentq(["submit", str(changed), "--resume", job], redis_url)
+    assert refused.returncode == 2 and f"is not the input job {job} staged: its chunk 0 differs" in refused.stderr
+    refused = run_sentq(["submit", str(src), "--resume", job, "--chunk-size", "20"], redis_url)
+    assert refused.returncode == 2 and "--chunk-size 20 is not how job" in refused.stderr
+    assert jobs.get(client, job).state.value == "invalid"
+
+    resumed = run_sentq(["submit", str(src), "--resume", job, "--wait"], redis_url)
+    assert resumed.returncode == 0, resumed.stderr
+    got = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert [r["line"] for r in got] == list(range(1, 76))
+    assert [r["text"] for r in got] == src.read_text().splitlines()
+    record = jobs.get(client, job)
+    assert (record.state.value, record.total_chunks, record.total_texts, record.texts_done) == ("done", 8, 75, 75)
+    again = run_sentq(["submit", str(src), "--resume", job], redis_url)
+    assert again.returncode == 2 and "nothing to resume" in again.stderr
+    import sentq
+
+    with pytest.raises(JobStateError, match="nothing to resume"):  # the Python face, the same step
+        sentq.submit(str(src), resume=job, settings=settings)
+    client.close()
+
+
+def test_resume_refuses_a_job_whose_producer_is_alive(redis_url: str) -> None:
+    """Two producers of one job would stage the same chunks twice: a job whose producer still beats is refused."""
+    import subprocess
+
+    from tests.conftest import SENTQ, base_env
+
+    producer = subprocess.Popen(
+        SENTQ + ["submit", "-", "--chunk-size", "10"],
+        env=base_env(redis_url, SENTQ_QUEUE="resume-alive-q", SENTQ_STREAM_IDLE="0"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert producer.stdin is not None and producer.stdout is not None
+    try:
+        producer.stdin.write(b"great product\n" * 15)
+        producer.stdin.flush()
+        job = producer.stdout.readline().decode().strip()
+        refused = run_sentq(["submit", "-", "--resume", job], redis_url, input=b"great product\n" * 15)
+        assert refused.returncode == 2 and "submission is still running" in refused.stderr, refused.stderr
+        out, err = producer.communicate(b"", timeout=60)
+        assert producer.returncode == 0, err
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.communicate()
+
+
+def test_retry_from_the_file_restages_inputs_redis_lost(own_redis_url: str, tmp_path: Path) -> None:
+    """A failed chunk whose staged input Redis lost (the last AOF second): plain `retry` says the input is gone;
+    `retry --from FILE` checks every chunk against the file, stages that input again, and the chunk is pending."""
+    import numpy as np
+
+    from sentq import ledger, rows
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"great product {i}\n" for i in range(30)))
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], own_redis_url, SENTQ_QUEUE="retry-from-q").stdout
+    job = job.strip()
+    client = redis.Redis.from_url(own_redis_url)
+    scored = rows.pack_result("v1", rows.score_codes(np.full(10, 0.9)))
+    for index in (0, 2):
+        ledger.claim(client, job, index, holder="t/1")
+        assert ledger.complete(client, job, index, rows=scored, texts=10, compute_s=0.0, wait_s=0.0)
+    ledger.fail(client, job, 1, "its input is gone")
+    staged = client.get(f"sentq:job:{job}:in:1")
+    client.delete(f"sentq:job:{job}:in:1")
+    assert jobs.get(client, job).state.value == "failed"
+
+    lost = run_sentq(["retry", job], own_redis_url)
+    assert lost.returncode == 2 and "expired" in lost.stderr
+    other = tmp_path / "other.txt"
+    other.write_text(src.read_text().replace("product 25", "product 26"))
+    refused = run_sentq(["retry", job, "--from", str(other)], own_redis_url)
+    assert refused.returncode == 2 and f"is not the input job {job} staged: its chunk 2 differs" in refused.stderr
+    assert client.get(f"sentq:job:{job}:in:1") is None and jobs.get(client, job).state.value == "failed"
+
+    retried = run_sentq(["retry", job, "--from", str(src)], own_redis_url)
+    assert retried.returncode == 0, retried.stderr
+    assert client.get(f"sentq:job:{job}:in:1") == staged
+    assert client.zscore(f"sentq:job:{job}:pending", "1") is not None
+    assert jobs.get(client, job).state.value == "running"
+    client.close()
