@@ -619,7 +619,9 @@ def print_retrained(result: dict[str, Any]) -> None:
         f"v{result['version']}: held-out accuracy {result['accuracy']:.4f} on {result['n_test']:,} texts, "
         f"vocab {result['vocab_size']:,}, trained on {result['n_train']:,} from {result['source']}"
     )
-    if result.get("promoted", True):
+    if result.get("unchanged"):
+        err.print(f"retrained: {result['reason']}; nothing new stored", soft_wrap=True, markup=False)
+    elif result.get("promoted", True):
         err.print(f"retrained {line}; it is current ({result.get('reason', '')})", soft_wrap=True, markup=False)
     else:
         err.print(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import jobs, keys, ledger, store
-from sentq.errors import BrokerUnavailableError, ConfigError, InputError, JobNotFoundError, JobStateError
+from sentq.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    InputError,
+    JobNotFoundError,
+    JobStateError,
+    ModelNotFoundError,
+)
 from sentq.settings import Settings
 from sentq.store import text
 
@@ -90,6 +96,14 @@ def submit(
     else:
         ref = registry.current(client)  # None on a fresh install: the first worker pins the bootstrapped v1
     job_id = jobs.create(client, settings, source=source, chunk_size=size, model_ref=ref)
+    if ref is not None and not registry.exists(client, registry.ref_version(ref)):
+        # The retention removed it between the read above and the pin the job record carries (it keeps any version
+        # pinned from then on): the job would fail on every chunk.
+        jobs.mark_invalid(client, job_id, f"model v{registry.ref_version(ref)} was removed meanwhile", staged_chunks=0)
+        raise ModelNotFoundError(
+            f"model v{registry.ref_version(ref)} was removed from the registry (SENTQ_MODEL_KEEP) while job {job_id} "
+            "was submitted; submit again (see `sentq model list`)"
+        )
     if idempotency_key is not None:
         _claim_idempotency(client, settings, idempotency_key, job_id)
     if on_created is not None:
@@ -320,48 +334,63 @@ def recent(settings: Settings, *, limit: int = 20) -> list[jobs.JobRecord]:
     return jobs.recent(connect(settings), settings, limit=limit)
 
 
+# Index entries one listing request examines at most (each costs a record read): a filter that matches nothing, or
+# only old jobs, answers a short page and a cursor to go on from, never a walk of every job in the result window.
+LIST_SCAN = 1000
+
+
 def list_jobs(
     settings: Settings, *, state: str | None = None, limit: int = 20, cursor: str | None = None
 ) -> tuple[list[jobs.JobRecord], str | None]:
     """Recent jobs, newest first, ``limit`` a page, only those in ``state`` if given; and the next page's cursor.
 
-    The cursor is the last job's index score and id ("1764000000.1234567:ab12cd34ef56"), so pages stay stable while
-    new jobs arrive. Filtering by state reads the index in batches until the page is full.
+    The cursor is the last job examined: its index score and id ("1764000000.1234567:ab12cd34ef56"), so pages stay
+    stable while new jobs arrive, and each request walks the index on from it. A request examines at most LIST_SCAN
+    jobs: a filtered page may come back short, even empty, with a cursor (null only once the index is walked).
     """
     if state is not None and state not in {s.value for s in jobs.JobState}:
         raise ConfigError(f"unknown job state {state!r}; use one of: {', '.join(s.value for s in jobs.JobState)}")
     if not 1 <= limit <= 500:
         raise ConfigError(f"limit must be between 1 and 500, got {limit}")
-    before, after_id = _parse_cursor(cursor)
+    bound, after_id = _parse_cursor(cursor)
     client = connect(settings)
     found: list[jobs.JobRecord] = []
-    scores: dict[str, float] = {}
-    offset = 0
-    batch = max(limit * 2, 50)
-    while len(found) < limit:
-        # Inclusive of the cursor's time: jobs created in the same millisecond come in descending id order.
+    examined = 0
+    last: tuple[float, str] | None = None
+    skip = 0  # entries at exactly ``bound`` this request has passed (jobs created in the same instant)
+    exhausted = False
+    while len(found) < limit and examined < LIST_SCAN:
+        num = min(max(2 * (limit - len(found)), 50), LIST_SCAN - examined)
+        # Inclusive of the bound's time: jobs created in the same instant come in descending id order.
         ids: list[tuple[bytes, float]] = client.zrevrangebyscore(  # type: ignore[assignment]
-            keys.JOBS_INDEX, before, "-inf", start=offset, num=batch, withscores=True
+            keys.JOBS_INDEX, bound, "-inf", start=skip, num=num, withscores=True
         )
-        if not ids:
-            break
-        offset += len(ids)
         page = [(store.text(raw_id), float(score)) for raw_id, score in ids]
-        page = [(i, sc) for i, sc in page if after_id is None or repr(sc) != before or i < after_id]
+        # On the bound's own instant, at or before its job: an earlier page (or batch) had it.
+        fresh = [(i, sc) for i, sc in page if after_id is None or repr(sc) != bound or i < after_id]
+        examined += len(page) - len(fresh)
+        if page:
+            last = (page[-1][1], page[-1][0])
         pipe = client.pipeline(transaction=False)
-        for job_id, _ in page:
+        for job_id, _ in fresh:
             pipe.hgetall(keys.job(job_id))
-        for (job_id, score), raw in zip(page, pipe.execute(), strict=True):
+        for (job_id, score), raw in zip(fresh, pipe.execute() if fresh else [], strict=True):
+            examined += 1
+            last = (score, job_id)
             record = jobs.JobRecord.from_hash(job_id, raw) if raw else None
             if record is not None and (state is None or record.state.value == state):
                 found.append(record)
-                scores[job_id] = score
                 if len(found) == limit:
                     break
-        if len(ids) < batch:
+        if len(page) < num:  # the index holds nothing past this batch
+            exhausted = True
             break
-    more = len(found) == limit
-    return found, f"{scores[found[-1].id]!r}:{found[-1].id}" if more else None
+        tied = sum(1 for _, score in page if score == page[-1][1])
+        skip = tied + (skip if repr(page[-1][1]) == bound else 0)
+        bound, after_id = repr(page[-1][1]), page[-1][0]
+    if last is None or (exhausted and len(found) < limit):
+        return found, None
+    return found, f"{last[0]!r}:{last[1]}"
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:
@@ -438,11 +467,12 @@ def workers(settings: Settings) -> tuple[list[WorkerInfo], list[DeadWorker], dic
     check_broker(settings)
     now = client.time()
     now_s = now[0] + now[1] / 1e6
-    seen = {store.text(k): v for k, v in client.hgetall(keys.WORKER_STATS).items()}
+    live = sorted(ledger.live_workers(client), key=lambda w: w.instance)
+    seen = ledger.worker_stats(client, sorted({w.instance.rsplit("/", 1)[0] for w in live}))
     found = []
-    for w in sorted(ledger.live_workers(client), key=lambda w: w.instance):
+    for w in live:
         name = w.instance.rsplit("/", 1)[0]
-        last = json.loads(seen[name]) if name in seen else {}
+        last = seen.get(name, {})
         found.append(
             WorkerInfo(
                 name=name,

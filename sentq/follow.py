@@ -23,8 +23,13 @@ from sentq.jobs import PRODUCER_SILENT_S, JobRecord, JobState, failures, mark_in
 from sentq.settings import mask_secrets
 
 # A waiter fetches the next chunks' results in one round trip, about this many texts' worth (at least 2 chunks), then
-# the staged texts of those that are done: enough to keep up with many workers, while what it holds stays ~10 MB.
+# the staged texts of those that are done, up to FOLLOW_BYTES: enough to keep up with many workers.
 FOLLOW_TEXTS = 40_000
+# ...and what it holds at once is bounded in bytes, not only in texts: a chunk may stage up to rows.MAX_CHUNK_CHARS
+# (8M characters, up to 4 bytes each), so 8 chunks' texts were 100-200 MB a round trip. The staged texts of the done
+# chunks are fetched up to this many bytes (their sizes come with the results' poll), always at least one chunk so
+# a download moves; the rest wait for the next poll, which comes at once.
+FOLLOW_BYTES = 16 * 1024 * 1024
 # ...and at most this many chunks: a job of tiny chunks (--chunk-size 1) polled 40,000 keys a round trip (measured:
 # 482,000 GETs to follow a job of 1,000 one-text chunks). A follower that moves polls again at once, so this is no cap
 # on its speed.
@@ -83,12 +88,23 @@ def follow(
         polled_from = next_index
         for index in range(next_index, next_index + window):
             pipe.get(keys.chunk_output(job_id, index))
+            pipe.strlen(keys.chunk_input(job_id, index))
         try:
-            raw, *outputs = pipe.execute()
-            # A finished chunk's result holds its scores; its rows are made with its staged texts, fetched only now.
-            ready = [
-                next_index + k for k, output in enumerate(outputs) if output is not None and rows.is_packed(output)
-            ]
+            raw, *replies = pipe.execute()
+            outputs, sizes = replies[0::2], replies[1::2]
+            # A finished chunk's result holds its scores; its rows are made with its staged texts, fetched only now,
+            # in input order up to FOLLOW_BYTES (at least one chunk).
+            ready: list[int] = []
+            budget = FOLLOW_BYTES
+            for k, output in enumerate(outputs):
+                if output is None and next_index + k not in failed:
+                    break  # not done: this poll writes nothing past it
+                if output is None or not rows.is_packed(output):
+                    continue
+                if ready and int(sizes[k]) > budget:
+                    break
+                ready.append(next_index + k)
+                budget -= int(sizes[k])
             names = [keys.chunk_input(job_id, i) for i in ready]
             staged = dict(zip(ready, cast("list[bytes | None]", client.mget(names)) if names else [], strict=True))
             lost_at = None
@@ -123,8 +139,10 @@ def follow(
         for output in outputs:
             if record.total_chunks is not None and next_index >= record.total_chunks:
                 break
+            if output is not None and rows.is_packed(output) and next_index not in staged:
+                break  # done, but past this poll's byte budget: the next poll fetches it
             if output is not None:
-                yield chunk_rows(job_id, next_index, output, staged.get(next_index))
+                yield chunk_rows(job_id, next_index, output, staged.pop(next_index, None))
             elif next_index in failed:
                 # Recorded failed after this poll read its output? A chunk with lines that failed alone keeps the
                 # rows of its other texts: only one with no rows at all is left out.

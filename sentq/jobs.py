@@ -182,8 +182,15 @@ def create(
     pipe.hincrby(keys.STATS, "jobs_submitted", 1)
     pipe.zadd(keys.JOBS_INDEX, {job_id: now})
     pipe.zremrangebyscore(keys.JOBS_INDEX, "-inf", now - settings.result_expires_s)
+    if model_ref:
+        pin(pipe, model_ref, now + settings.result_expires_s)
     pipe.execute()
     return job_id
+
+
+def pin(client: redis.Redis | redis.client.Pipeline, model_ref: str, until: float) -> None:
+    """Keep the version of ``model_ref`` out of the registry's retention until ``until`` (a job record's expiry)."""
+    client.zadd(keys.MODEL_PINS, {model_ref.split(":", 1)[0]: until}, gt=True)
 
 
 def stage(
@@ -567,7 +574,9 @@ def _exists(client: redis.Redis, job_id: str, indexes: list[int]) -> list[bool]:
 def pin_model(client: redis.Redis, job_id: str, ref: str) -> str:
     """Pin ``ref`` on a job submitted before any model existed; the first chunk to get here decides."""
     client.hsetnx(keys.job(job_id), "model", ref)
-    return text(client.hget(keys.job(job_id), "model") or ref)
+    pinned = text(client.hget(keys.job(job_id), "model") or ref)
+    pin(client, pinned, time.time() + max(int(client.ttl(keys.job(job_id))), 0))
+    return pinned
 
 
 def forget(client: redis.Redis, job_id: str) -> int:

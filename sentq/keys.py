@@ -18,11 +18,16 @@ MODEL_SEQ = PREFIX + "model:seq"  # INCR gives the next version number
 MODEL_CURRENT = PREFIX + "model:current"  # the version new work is scored with
 MODEL_VERSIONS = PREFIX + "model:versions"  # hash: version -> metadata JSON
 MODEL_BOOTSTRAP_LOCK = PREFIX + "model:bootstrap-lock"  # only one process trains v1 on a fresh install
+# Sorted set: version -> until when a job may need it (its record's expiry), written with the job record; the
+# registry's retention (Settings.model_keep) never removes a version pinned here.
+MODEL_PINS = PREFIX + "model:pins"
 DATASET_DEFAULT = PREFIX + "dataset:default"  # the default training set, so workers on other hosts need no files
 
 # Jobs. Every job key expires with result_expires_s, so records and results vanish together.
 JOBS_INDEX = PREFIX + "jobs"  # sorted set: job id scored by creation time, for `sentq status`
-WORKER_STATS = PREFIX + "workers"  # hash: worker hostname -> JSON (model loaded, tasks done), refreshed per task
+# Hash: worker node name -> JSON (model, pid, time of its last task), refreshed per task; the reconciler drops a name
+# whose last task is older than Settings.worker_stats_keep_s (ledger.prune_workers), readers ask for live names only.
+WORKER_STATS = PREFIX + "workers"
 # The ledger's working set: job id -> created, for every job not yet finished. The reconciler reads only these, so a
 # sweep costs what is in flight, never what ever ran; a job leaves it in the same atomic step that finishes it.
 ACTIVE_JOBS = PREFIX + "jobs:active"

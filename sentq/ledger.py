@@ -750,9 +750,64 @@ def live_workers(client: redis.Redis) -> list[LiveWorker]:
             gone.append(instance)
             continue
         found.append(LiveWorker(instance, json.loads(info or "{}"), json.loads(running or "[]"), float(at)))
-    if gone:
-        client.zrem(keys.WORKERS_LIVE, *gone)
+    forget_gone(client, gone)
     return found
+
+
+def forget_gone(client: redis.Redis, instances: list[str]) -> None:
+    """Drop from the live index the workers whose heartbeat a reader found expired. Every reader of the index does
+    this (``live_workers``, the metrics snapshot): each worker start adds an instance, so an index that only one kind
+    of reader pruned would grow with every restart between two of its reads. A worker that beats again is back."""
+    if instances:
+        client.zrem(keys.WORKERS_LIVE, *instances)
+
+
+# HSCAN page of the worker stats hash the prune reads at a time (and deletes from in one step).
+PRUNE_SCAN = 500
+
+# Forget worker stats entries still as they were read (a worker that finished a task meanwhile keeps its fresh one).
+# KEYS: stats hash  ARGV: name, value as read, ...
+_FORGET_STATS = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then n = n + redis.call('HDEL', KEYS[1], ARGV[i]) end
+end
+return n
+"""
+
+
+def prune_workers(client: redis.Redis, *, keep_s: float, now: float) -> int:
+    """Forget what `sentq workers` keeps of each node name (its model, its last task) once its last task is over
+    ``keep_s`` old, and the expired heartbeats left in the live index; returns the stats entries dropped.
+
+    Run by the reconciler now and then: the hash is read a page at a time, so a pass costs what is kept (the names
+    seen within ``keep_s``), and a name that is never seen again is gone after ``keep_s``.
+    """
+    live_workers(client)
+    dropped = 0
+    stale: list[Any] = []
+    for name, raw in client.hscan_iter(keys.WORKER_STATS, count=PRUNE_SCAN):
+        try:
+            at = float(json.loads(raw).get("at", 0))
+        except (ValueError, TypeError, AttributeError):
+            at = 0.0  # not of sentq's making: nothing to show for it
+        if now - at > keep_s:
+            stale += [name, raw]
+        if len(stale) >= 2 * PRUNE_SCAN:
+            dropped += int(client.eval(_FORGET_STATS, 1, keys.WORKER_STATS, *stale))
+            stale = []
+    if stale:
+        dropped += int(client.eval(_FORGET_STATS, 1, keys.WORKER_STATS, *stale))
+    return dropped
+
+
+def worker_stats(client: redis.Redis, names: list[str]) -> dict[str, dict[str, Any]]:
+    """What the stats hash holds of ``names`` (the live workers'): never the whole hash, whose size is every node
+    name seen within Settings.worker_stats_keep_s."""
+    if not names:
+        return {}
+    raw = client.hmget(keys.WORKER_STATS, names)
+    return {name: json.loads(value) for name, value in zip(names, raw, strict=True) if value is not None}
 
 
 def dead_workers(client: redis.Redis) -> list[dict[str, Any]]:

@@ -84,6 +84,8 @@ def import_file(settings: Settings, path: Path, *, make_current: bool) -> tuple[
         raise InputError(f"{path}: cannot read it ({exc.strerror or exc}); check the path") from None
     client = control.connect(settings)
     meta, new = registry.import_bytes(client, data, where=str(path), make_current=make_current)
+    if new:
+        registry.prune(client, keep=settings.model_keep)
     return meta, new, registry.current(client) == meta.ref
 
 

@@ -128,16 +128,82 @@ def versions(client: redis.Redis) -> list[ModelVersion]:
     return sorted(found, key=lambda v: v.version)
 
 
+# Make a version current only if it is still registered (the retention's prune may remove it meanwhile).
+# KEYS: versions, current  ARGV: version, ref
+_USE = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+
 def use(client: redis.Redis, version: int) -> ModelVersion:
     """Make ``version`` current (rollback or roll forward); new jobs are scored with it."""
     meta = get(client, version)
-    client.set(keys.MODEL_CURRENT, meta.ref)
+    if not int(client.eval(_USE, 2, keys.MODEL_VERSIONS, keys.MODEL_CURRENT, str(version), meta.ref)):
+        get(client, version)  # removed since it was read: say so as for any unknown version
     return meta
+
+
+def exists(client: redis.Redis, version: int) -> bool:
+    return bool(client.hexists(keys.MODEL_VERSIONS, str(version)))
+
+
+# Remove the versions given unless, now, one is current or pinned by a job (MODEL_PINS); expired pins are dropped.
+# Artifact and metadata go in one step, so a reader sees a version whole or not at all.
+# KEYS: versions, current, pins, then each candidate's artifact  ARGV: now, then each candidate's version
+# Returns the versions removed.
+_PRUNE = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local cur = redis.call('GET', KEYS[2])
+local current = cur and string.match(cur, '^(%d+):') or ''
+local removed = {}
+for i = 2, #ARGV do
+  local v = ARGV[i]
+  if v ~= current and not redis.call('ZSCORE', KEYS[3], v) then
+    redis.call('HDEL', KEYS[1], v)
+    redis.call('DEL', KEYS[2 + i])
+    removed[#removed + 1] = v
+  end
+end
+return removed
+"""
+
+
+def prune(client: redis.Redis, *, keep: int) -> list[int]:
+    """Remove the versions older than the newest ``keep`` (Settings.model_keep), except the current one and any a
+    job is pinned to: pinned at submission (MODEL_PINS, kept for the job record's lifetime) or by an unfinished job
+    (read here, so a job submitted by an earlier sentq is covered too). Returns the versions removed, oldest first.
+    """
+    numbers = sorted((int(v) for v in client.hkeys(keys.MODEL_VERSIONS)), reverse=True)
+    candidates = numbers[keep:]
+    if not candidates:
+        return []
+    active = [text(j) for j in client.zrange(keys.ACTIVE_JOBS, 0, -1)]  # type: ignore[arg-type]
+    pipe = client.pipeline(transaction=False)
+    for job_id in active:
+        pipe.hget(keys.job(job_id), "model")
+    in_use = {ref_version(text(ref)) for ref in (pipe.execute() if active else []) if ref}
+    candidates = [v for v in candidates if v not in in_use]
+    if not candidates:
+        return []
+    removed = client.eval(
+        _PRUNE,
+        3 + len(candidates),
+        keys.MODEL_VERSIONS,
+        keys.MODEL_CURRENT,
+        keys.MODEL_PINS,
+        *[keys.model_artifact(v) for v in candidates],
+        repr(time.time()),
+        *map(str, candidates),
+    )
+    return sorted(int(v) for v in removed)
 
 
 def load(client: redis.Redis, version: int) -> SentimentModel:
     """Fetch and verify the artifact of ``version`` (its sha256 must match the metadata)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=True)  # both or neither: the retention removes a version in one step
     pipe.get(keys.model_artifact(version))
     pipe.hget(keys.MODEL_VERSIONS, str(version))
     artifact, raw_meta = pipe.execute()
@@ -290,11 +356,14 @@ def judge(candidate_accuracy: float, current_meta: ModelVersion | None, *, margi
 
 @dataclass(frozen=True)
 class Retrained:
-    """What a retrain produced: the stored version, its model, and the promotion decision."""
+    """What a retrain produced: the stored version (the current one when ``unchanged``), its model, the promotion
+    decision, and the versions the retention removed."""
 
     meta: ModelVersion
     model: SentimentModel
     promotion: Promotion
+    unchanged: bool = False  # the model came out identical (sha256) to the current version: nothing was stored
+    pruned: tuple[int, ...] = ()
 
     def to_result(self) -> dict[str, object]:
         """The `sentq.retrain` task's JSON result (the seed's keys first)."""
@@ -306,6 +375,8 @@ class Retrained:
             "vocab_size": self.meta.vocab_size,
             "accuracy": self.meta.accuracy,
             "version": self.meta.version,
+            "unchanged": self.unchanged,
+            "pruned": list(self.pruned),
             "promoted": self.promotion.promoted,
             "reason": self.promotion.reason,
             "current": current_version,
@@ -338,11 +409,18 @@ def retrain(
     # Judge against what is current now, after training, not what was current when the task started.
     ref = current(client)
     current_meta = get(client, ref_version(ref)) if ref is not None else None
-    promotion = judge(float(metrics["accuracy"]), current_meta, margin=settings.promote_margin, force=force)
-    meta = publish(client, model, metrics=metrics, source=dataset.source, make_current=promotion.promoted)
     if data_token is not None:
         client.delete(keys.retrain_data(data_token))
-    return Retrained(meta, model, promotion)
+    if current_meta is not None and current_meta.sha256 == model.sha256:
+        # Training is deterministic: the same data gives the same model. A nightly retrain on unchanged data would
+        # otherwise store a copy of the current version every night.
+        same = Promotion(
+            False, f"the model is identical (sha256) to v{current_meta.version}, the current version", current_meta
+        )
+        return Retrained(current_meta, model, same, unchanged=True)
+    promotion = judge(float(metrics["accuracy"]), current_meta, margin=settings.promote_margin, force=force)
+    meta = publish(client, model, metrics=metrics, source=dataset.source, make_current=promotion.promoted)
+    return Retrained(meta, model, promotion, pruned=tuple(prune(client, keep=settings.model_keep)))
 
 
 def ship_dataset(client: redis.Redis, dataset: Dataset) -> str:

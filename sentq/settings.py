@@ -188,6 +188,10 @@ class Settings:
     max_text_chars: int = 10_000
     # A retrained model more than this much less accurate than the current one is not promoted without --force.
     promote_margin: float = 0.02
+    # Model versions kept in the registry: the newest this many, plus the current one and any a live job is pinned to
+    # (each is ~0.6 MB and never expires: a nightly retrain kept every version would add ~220 MB a year). A month of
+    # nightly versions to roll back to.
+    model_keep: int = 30
     connect_timeout_s: float = 3.0
     # The ledger's clocks, the same on every host. A worker's main process beats every heartbeat_s; its heartbeat
     # lives heartbeat_ttl_s, so a host is dead 10 s after its last beat (5 beats missed: a busy GIL or a slow Redis
@@ -208,6 +212,9 @@ class Settings:
     # the stream has been quiet this long, so `tail -f app.log | sentq submit - --wait` scores lines as they come.
     # 0: only whole chunks (and the end) are queued.
     stream_idle_s: float = 1.0
+    # What `sentq workers` shows of a worker's last task (model, when) is kept this long after its last task: node
+    # names come and go (hosts replaced, containers renamed), and each would otherwise stay in Redis for ever.
+    worker_stats_keep_s: int = 7 * 24 * 3600
     data_dir: Path = field(default=DEFAULT_DATA_DIR)
     log_level: str = "INFO"
     # `sentq api`: bearer tokens, comma-separated; "ro:TOKEN" is a read-only token. Empty: no auth, loopback only.
@@ -237,6 +244,8 @@ class Settings:
             "max_deliveries",
             "max_text_chars",
             "api_max_bytes",
+            "model_keep",
+            "worker_stats_keep_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive whole number, got {getattr(self, name)}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from sentq import keys
+from sentq import keys, ledger
 from sentq.registry import ModelVersion, ref_version
 from sentq.settings import Settings
 from sentq.store import text
@@ -51,7 +51,8 @@ class Snapshot:
 
 
 def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], int] | None = None) -> Snapshot:
-    """Read everything in two pipelined round trips (a third in the rare case below), plus one broker query per queue.
+    """Read everything in two pipelined round trips (a third in the rare case below, a fourth to drop workers whose
+    heartbeat expired from the live index), plus one broker query per queue.
 
     ``depth(queue)`` counts the messages waiting in a queue; by default the broker is asked through the Celery app,
     so it works on RabbitMQ too. Queues: the scoring and retrain queues plus those of unfinished jobs.
@@ -101,7 +102,9 @@ def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], 
         for (_, name, held), pending in zip(again, pipe.execute(), strict=True):
             _keep_oldest(oldest, name, _oldest_unleased(pending, held))
 
-    infos = [json.loads(raw) for raw in replies[3 * len(job_ids) :] if raw is not None]
+    beats = replies[3 * len(job_ids) :]
+    infos = [json.loads(raw) for raw in beats if raw is not None]
+    ledger.forget_gone(client, [i for i, raw in zip(instances, beats, strict=True) if raw is None])
     versions = [ModelVersion.from_json(raw) for raw in raw_versions]
     model = None
     if current is not None:

@@ -261,6 +261,20 @@ def retrain(data: str | None = None, force: bool | str = False) -> dict[str, Any
         while len(_models) > MODEL_CACHE_SIZE:
             _models.popitem(last=False)
     result = outcome.to_result()
+    if outcome.unchanged:
+        log.info(
+            "retrained in %.1f s on %s: %s; nothing new stored",
+            time.perf_counter() - started,
+            outcome.meta.source,
+            outcome.promotion.reason,
+        )
+        return result
+    if outcome.pruned:
+        log.info(
+            "removed model versions %s (SENTQ_MODEL_KEEP=%d)",
+            ", ".join(f"v{v}" for v in outcome.pruned),
+            settings.model_keep,
+        )
     (log.info if outcome.promotion.promoted else log.warning)(
         "retrained v%d in %.1f s on %s: %s; %s",
         outcome.meta.version,
@@ -629,6 +643,9 @@ def _stop_keepers(**_: Any) -> None:
 
 
 _keepers: list[Keeper] = []
+# The reconciler also prunes what grows with the workers ever seen (their stats, expired heartbeats) every this many
+# sweeps (a minute at the default SENTQ_RECONCILE_EVERY), and at its first sweep as the lock holder.
+PRUNE_EVERY_SWEEPS = 12
 
 
 class Keeper:
@@ -693,12 +710,19 @@ class Keeper:
         # After an outage of Redis every heartbeat may have lapsed: give the live workers a heartbeat's lifetime to
         # beat again before judging anyone dead (else their chunks would all be sent twice).
         resume_at = 0.0
+        sweeps = 0
         while not self.stopping.wait(settings.reconcile_every_s):
             try:
                 if time.monotonic() < resume_at or not ledger.lock(
                     client, settings.broker_family, instance, ttl_s=settings.reconcile_lock_ttl_s
                 ):
                     continue
+                if sweeps % PRUNE_EVERY_SWEEPS == 0:
+                    dropped = ledger.prune_workers(client, keep_s=settings.worker_stats_keep_s, now=time.time())
+                    if dropped:
+                        keep_s = settings.worker_stats_keep_s
+                        log.info("forgot %d workers whose last task is over %d s old", dropped, keep_s)
+                sweeps += 1
                 sweep = ledger.reconcile(
                     client,
                     broker_id=settings.broker_family,

@@ -144,16 +144,31 @@ def test_a_scheduled_retrain_runs_on_a_worker_and_publishes(tmp_path: Path, mode
     server.start()
     client = server.client()
     restore(client, model_state)  # v1 already bootstrapped, as on a running installation
+    # ...and then v2 from other data made current: a retrain on the default data gives a model unlike it (one like
+    # the current version is not stored again), which it publishes as v3.
+    publish_other_model(client)
     worker = Worker(server.url, tmp_path / "worker.log", name="beat-e2e@%h", concurrency=1)
     beat = start_beat(server.url, tmp_path, "beat")
     try:
         worker.start()
-        wait_until("a scheduled retrain to publish v2", lambda: client.hexists("sentq:model:versions", "2"), 45)
+        wait_until("a scheduled retrain to publish v3", lambda: client.hexists("sentq:model:versions", "3"), 45)
         beat.kill(signal.SIGTERM)  # a clean stop releases the lock at once
         assert "beat: Releasing lock" in beat.log() and not client.exists("sentq:redbeat::lock")
-        assert client.get("sentq:model:current").decode().startswith("2:")
-        assert "retrained v2" in worker.output() and "made current" in worker.output()
+        assert client.get("sentq:model:current").decode().startswith("3:")
+        assert "retrained v3" in worker.output() and "made current" in worker.output()
     finally:
         beat.kill()
         worker.stop()
         server.stop()
+
+
+def publish_other_model(client: redis.Redis) -> None:
+    """Make current a v2 trained on other data (a small model: what a scheduled retrain on the default data then
+    replaces with a new version)."""
+    from sentq import registry
+    from sentq.model import SentimentModel
+
+    texts = ["good great love excellent", "bad awful hate terrible"] * 20
+    model = SentimentModel().fit(texts, [1, 0] * 20)
+    metrics: dict[str, float | int] = {"accuracy": 0.5, "n_train": 40, "n_test": 0}
+    registry.publish(client, model, metrics=metrics, source="other data", make_current=True)

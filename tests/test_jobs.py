@@ -700,3 +700,86 @@ def test_retry_from_the_file_restages_inputs_redis_lost(own_redis_url: str, tmp_
     assert client.zscore(f"sentq:job:{job}:pending", "1") is not None
     assert jobs.get(client, job).state.value == "running"
     client.close()
+
+
+def test_a_filtered_listing_examines_a_bounded_number_of_jobs(own_redis_url: str) -> None:
+    """A state filter that matches only the oldest of 3,017 jobs: each request reads at most LIST_SCAN job records
+    (counted by the test's own Redis) and hands a cursor on; following the cursors reads each record once (no walk
+    from the start per request) and finds it. Jobs created in the same instant (3 an instant here) are neither
+    repeated nor skipped across pages, filtered or not."""
+    from sentq import keys
+    from sentq.settings import Settings
+
+    client = redis.Redis.from_url(own_redis_url)
+    settings = Settings.from_env({"SENTQ_BROKER_URL": own_redis_url})
+    scan = 1000  # the bound a request keeps to (control.LIST_SCAN)
+    n = 3 * scan + 17
+    base = time.time() - 3600
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        job_id = f"{i:012x}"
+        pipe.hset(keys.job(job_id), mapping={"state": "failed" if i == 0 else "done", "created": f"{base:.3f}"})
+        pipe.zadd(keys.JOBS_INDEX, {job_id: base + (i // 3) / 1000})
+    pipe.execute()
+    newest_first = [f"{i:012x}" for i in sorted(range(n), key=lambda i: (i // 3, i), reverse=True)]
+
+    def reads() -> int:
+        calls = client.info("commandstats").get("cmdstat_hgetall", {})
+        return int(calls.get("calls", 0)) if isinstance(calls, dict) else 0
+
+    found: list[str] = []
+    per_request: list[int] = []
+    cursor = None
+    while True:
+        client.config_resetstat()
+        page, cursor = control.list_jobs(settings, state="failed", limit=20, cursor=cursor)
+        per_request.append(reads())
+        found += [r.id for r in page]
+        if cursor is None:
+            break
+    assert found == [f"{0:012x}"]
+    assert max(per_request) <= scan, per_request
+    assert sum(per_request) == n, per_request
+    assert control.LIST_SCAN == scan
+
+    for limit in (500, 7):
+        listed: list[str] = []
+        cursor = None
+        while True:
+            page, cursor = control.list_jobs(settings, limit=limit, cursor=cursor)
+            listed += [r.id for r in page]
+            if cursor is None:
+                break
+        assert listed == newest_first, limit
+
+
+def test_a_download_holds_at_most_its_byte_budget(
+    worker: Worker, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter fetches the staged texts of done chunks up to FOLLOW_BYTES a poll (here 1 MiB), not a window of
+    texts: 40 chunks of ~200 KB, all done before it starts, never come more than 1 MiB a poll; every row once, in
+    order."""
+    from sentq import follow, jobs
+
+    budget = 1 << 20
+    monkeypatch.setattr(follow, "FOLLOW_BYTES", budget, raising=False)
+    src = tmp_path / "long.txt"
+    src.write_text("".join(f"{i} great product " + "lovely words " * 150 + "\n" for i in range(1, 4001)))
+    job = run_sentq(["submit", str(src), "--chunk-size", "100"], redis_url).stdout.strip()
+    client = redis.Redis.from_url(redis_url)
+    wait_until(lambda: jobs.get(client, job).state.value == "done", 120, "the job is done")
+    per_poll: list[int] = []
+    held = [0]
+
+    def polled(progress: follow.Progress) -> None:
+        per_poll.append(held[0])
+        held[0] = 0
+
+    lines: list[int] = []
+    for chunk in follow.follow(client, job, on_progress=polled):
+        for row in map(json.loads, chunk.splitlines()):
+            held[0] += len(row["text"].encode())
+            lines.append(row["line"])
+    assert lines == list(range(1, 4001))
+    assert sum(per_poll) > 20 * budget // 3  # the texts do weigh more than the budget, many times over
+    assert max(per_poll) <= budget, per_poll

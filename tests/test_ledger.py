@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from sentq import keys, ledger
 from sentq.settings import Settings
+from sentq.store import text
+from tests.conftest import FAST_CLOCKS, Worker, run_sentq, wait_until
 
 JOB = "ledgertest01"
 DEFAULTS = Settings()
@@ -252,3 +257,71 @@ def test_a_late_failure_never_erases_a_partial_one(client: redis.Redis) -> None:
     assert client.hget(keys.job_failed(JOB), "1") == before
     found = ledger.failures(client, JOB)[1]
     assert (found.lines, client.hget(keys.job(JOB), "chunks_failed")) == ({17: "ValueError"}, b"1")
+
+
+def test_the_reconciler_forgets_workers_not_seen_within_the_retention(redis_url: str, tmp_path: Path) -> None:
+    """50 node names whose last task is older than SENTQ_WORKER_STATS_KEEP and 30 expired heartbeats left in the live
+    index are gone after the reconciler's prune pass; names seen within it, and the live worker, stay."""
+    client = redis.Redis.from_url(redis_url)
+    now = time.time()
+    stale = {f"gone{i}@old-host": json.dumps({"model": "1:abc", "pid": i, "at": now - 7200}) for i in range(50)}
+    recent = {f"recent{i}@host": json.dumps({"model": "1:abc", "pid": i, "at": now - 60}) for i in range(5)}
+    client.hset(keys.WORKER_STATS, mapping=stale | recent)
+    client.zadd(keys.WORKERS_LIVE, {f"ghost@h/{i}-x": now - 3600 for i in range(30)})
+    env = dict(FAST_CLOCKS, SENTQ_WORKER_STATS_KEEP="3600")
+    w = Worker(redis_url, tmp_path / "w.log", name="keeper@%h", concurrency=1, env_extra=env).start()
+    try:
+        wait_until(
+            lambda: (
+                client.hlen(keys.WORKER_STATS) == 5
+                and [text(i) for i in client.zrange(keys.WORKERS_LIVE, 0, -1)] == [keeper(client)]
+            ),
+            30,
+            "the prune pass dropped the stale stats and the expired heartbeats",
+        )
+        assert {text(k) for k in client.hkeys(keys.WORKER_STATS)} == set(recent)
+        done = run_sentq(["submit", "-", "--wait"], redis_url, input=b"great product\n", **FAST_CLOCKS)
+        assert done.returncode == 0, done.stderr + w.output()
+        name = keeper(client).rsplit("/", 1)[0]
+        assert json.loads(client.hget(keys.WORKER_STATS, name) or b"{}")["model"].startswith("1:")
+    finally:
+        w.stop()
+
+
+def keeper(client: redis.Redis) -> str:
+    """The live instance of the test's worker (its heartbeat names it), or "" before its first beat."""
+    beats = client.keys(keys.PREFIX + "worker:keeper@*")
+    return next((text(k).removeprefix(keys.PREFIX + "worker:") for k in beats), "")
+
+
+def test_the_workers_view_reads_only_the_live_workers_stats(redis_url: str) -> None:
+    """`sentq workers` asks the stats hash for the live workers' names only, never for the whole hash (every name
+    seen within the retention): watched with MONITOR on the test's own Redis."""
+    client = redis.Redis.from_url(redis_url)
+    now = time.time()
+    others = {f"other{i}@host": json.dumps({"model": "1:abc", "pid": i, "at": now}) for i in range(2000)}
+    client.hset(keys.WORKER_STATS, mapping=others | {"live@h": json.dumps({"model": "1:abc", "pid": 1, "at": now})})
+    ledger.beat(client, "live@h/1-a", info={"queues": ["sentq"], "concurrency": 1}, running=[], ttl_s=60)
+    seen: list[str] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        with redis.Redis.from_url(redis_url).monitor() as monitor:
+            watching.set()
+            for command in monitor.listen():
+                seen.append(str(command["command"]))
+                if "bounds-test-done" in seen[-1]:
+                    return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    assert watching.wait(10)
+    client.echo("bounds-test-started")
+    wait_until(lambda: any("bounds-test-started" in c for c in seen), 10, "MONITOR sees commands")
+    shown = run_sentq(["workers", "--json"], redis_url)
+    client.echo("bounds-test-done")
+    watcher.join(10)
+    assert shown.returncode == 0, shown.stderr
+    assert [w["model"] for w in json.loads(shown.stdout)["workers"]] == ["v1"]
+    touching = [c for c in seen if c.split(" ")[1:2] == [keys.WORKER_STATS]]
+    assert touching == [f"HMGET {keys.WORKER_STATS} live@h"], touching

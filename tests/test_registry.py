@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -245,8 +246,11 @@ def test_retrain_without_wait_prints_the_task_id(worker: Worker, app: Any, redis
     assert queued.returncode == 0, queued.stderr
     task_id = json.loads(queued.stdout)["task_id"]
     result = app.AsyncResult(task_id).get(timeout=60)
-    assert (result["status"], result["version"], result["promoted"]) == ("retrained", 2, True)
+    assert (result["status"], result["version"], result["unchanged"]) == ("retrained", 1, True)  # v1's own data
     assert result["vocab_size"] > 1000 and result["accuracy"] > 0.75
+    waited = run_sentq(["retrain", "--wait"], redis_url)
+    assert waited.returncode == 0, waited.stderr
+    assert "identical (sha256) to v1, the current version; nothing new stored" in waited.stderr
 
 
 # Bad artifacts.
@@ -406,3 +410,67 @@ def test_bootstrap_without_network_names_data_fetch_and_uses_files_as_soon_as_th
     put_files(settings.data_dir)  # `sentq data fetch` (or a copy) puts the files there: used at once
     assert registry.ref_version(registry.ensure_current(client, settings)) == 1
     assert len(calls) == 1
+
+
+# Retention: what the registry keeps.
+
+
+@pytest.mark.slow
+def test_retention_keeps_the_newest_the_current_and_the_pinned_versions(
+    worker: Worker, app: Any, redis_url: str
+) -> None:
+    """40 retrains on a worker with the default SENTQ_MODEL_KEEP (30) leave the 30 newest versions and v1, which a
+    finished job is pinned to (it may be retried): artifacts and metadata alike; the current one serves."""
+    from sentq.worker import batch_score, retrain
+
+    client = redis.Redis.from_url(redis_url)
+    pinned = run_sentq(["submit", "-"], redis_url, input=b"great product\n", SENTQ_QUEUE="parked").stdout.strip()
+    assert run_sentq(["cancel", pinned], redis_url, SENTQ_QUEUE="parked").returncode == 0
+    assert not client.zscore(keys.ACTIVE_JOBS, pinned)  # finished: only its pin keeps v1
+    for n in range(40):
+        rows = labelled(100, seed=100 + n)
+        texts, labels = [t for t, _ in rows], [int(lab == "positive") for _, lab in rows]
+        token = registry.ship_dataset(client, dataset.Dataset(texts, labels, f"set{n}"))
+        result = retrain.delay(data=token).get(timeout=60)
+        assert (result["status"], result["version"], result["promoted"]) == ("retrained", n + 2, True), result
+    kept = [1, *range(12, 42)]
+    assert [v.version for v in registry.versions(client)] == kept
+    assert sorted(client.keys("sentq:model:*:artifact")) == sorted(keys.model_artifact(v).encode() for v in kept)
+    assert current_version(redis_url) == 41
+    assert registry.load(client, 1).sha256 == registry.get(client, 1).sha256
+    assert batch_score.delay(["great product", "awful service"]).get(timeout=10)[0]["label"] == "positive"
+    assert "removed model versions v11 (SENTQ_MODEL_KEEP=30)" in worker.output()
+
+
+def test_a_reader_never_sees_a_half_removed_version(redis_url: str) -> None:
+    """Loads racing the retention's removal of their version either get the whole model or "not in the registry",
+    never an artifact without its metadata (or the reverse)."""
+    client = redis.Redis.from_url(redis_url)
+    made = [publish(client, flipped_model(f"race{n}")) for n in range(12)]
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def reader(version: int) -> None:
+        own = redis.Redis.from_url(redis_url)
+        while not (stop.is_set() and version == made[-1].version):  # the others read until their version is gone
+            try:
+                own_model = registry.load(own, version)
+                outcomes.append("whole" if own_model.sha256 == made[version - 2].sha256 else "wrong")
+            except ModelError as exc:
+                outcomes.append("gone" if "is not in the registry" in str(exc) else f"broken: {exc}")
+                return
+
+    threads = [threading.Thread(target=reader, args=(meta.version,)) for meta in made]
+    for thread in threads:
+        thread.start()
+    wait_until_loaded = time.monotonic() + 10
+    while len(outcomes) < 3 * len(made) and time.monotonic() < wait_until_loaded:
+        time.sleep(0.01)
+    removed = registry.prune(client, keep=1)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert removed == [m.version for m in made[:-1]]  # v1 is current: kept
+    assert set(outcomes) <= {"whole", "gone"}, [o for o in outcomes if o not in ("whole", "gone")][:3]
+    assert outcomes.count("gone") == len(removed)

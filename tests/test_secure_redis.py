@@ -290,7 +290,8 @@ def test_acl_user_runs_everything(
             assert_masked(shown.stdout + shown.stderr)
         retrained = run_sentq(["retrain", "--wait", "--force"], url, timeout=300)
         assert retrained.returncode == 0, retrained.stderr + w.output()
-        assert "v2" in run_sentq(["model", "list"], url).stdout
+        assert "identical (sha256) to v1" in retrained.stderr  # v1's own data: nothing stored twice
+        assert "v1" in run_sentq(["model", "list"], url).stdout
 
         # cancel: a job queued on a queue no worker reads, then cancelled
         big = tmp_path / "big.txt"
@@ -439,17 +440,19 @@ def test_beat_over_tls_with_client_certificates_as_the_acl_user(
     mtls_redis: SecureRedis, model_state: dict[bytes, bytes], tmp_path: Path
 ) -> None:
     """`sentq beat` (celery-redbeat: schedule and lock in Redis) and a worker over rediss:// with a client
-    certificate, as the ACL user: a scheduled retrain publishes v2 and nothing is denied."""
+    certificate, as the ACL user: a scheduled retrain publishes v3 (v2, current, came from other data) and nothing
+    is denied."""
     import signal
 
-    from tests.test_beat import start_beat, wait_until
+    from tests.test_beat import publish_other_model, start_beat, wait_until
 
     admin = fresh(mtls_redis, model_state)
+    publish_other_model(admin)
     url = mtls_redis.tls_url(client_cert=True)
     w = Worker(url, tmp_path / "w.log", name="beat-tls@%h", concurrency=1).start()
     beat = start_beat(url, tmp_path, "beat")
     try:
-        wait_until("a scheduled retrain to publish v2", lambda: admin.hexists("sentq:model:versions", "2"), 60)
+        wait_until("a scheduled retrain to publish v3", lambda: admin.hexists("sentq:model:versions", "3"), 60)
         beat.kill(signal.SIGTERM)
         assert "beat: Releasing lock" in beat.log(), beat.log()[-3000:]
     finally:

@@ -20,6 +20,9 @@ def test_defaults() -> None:
     assert s.task_time_limit_s == 300
     assert s.soft_time_limit_s < 300
     assert (s.max_tasks_per_child, s.max_memory_per_child_mb) == (0, 1024)
+    assert (s.model_keep, s.worker_stats_keep_s) == (30, 7 * 24 * 3600)
+    read = Settings.from_env({"SENTQ_MODEL_KEEP": "5", "SENTQ_WORKER_STATS_KEEP": "60"})
+    assert (read.model_keep, read.worker_stats_keep_s) == (5, 60)
     assert s.visibility_timeout_s > s.task_time_limit_s
 
 
@@ -70,6 +73,8 @@ def test_amqp_broker_without_backend_uses_local_redis() -> None:
         ({"SENTQ_LOST_AFTER": "soon"}, ["SENTQ_LOST_AFTER", "soon"]),
         ({"SENTQ_HEARTBEAT_TTL": "3"}, ["SENTQ_HEARTBEAT_TTL", "SENTQ_HEARTBEAT", "twice"]),
         ({"SENTQ_RECONCILE_EVERY": "9"}, ["SENTQ_RECONCILE_LOCK_TTL", "SENTQ_RECONCILE_EVERY", "twice"]),
+        ({"SENTQ_MODEL_KEEP": "0"}, ["SENTQ_MODEL_KEEP", "positive"]),
+        ({"SENTQ_WORKER_STATS_KEEP": "a week"}, ["SENTQ_WORKER_STATS_KEEP", "a week"]),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], words: list[str]) -> None:

@@ -316,3 +316,14 @@ def test_http_stats_from_two_processes_add_up(app: Any, client: redis.Redis, red
     post = {"route": "/jobs", "method": "POST"}
     assert sample(found, "sentq_http_request_duration_seconds_bucket", **post, le="0.01") == 1
     assert sample(found, "sentq_http_request_duration_seconds_bucket", **post, le="0.005") == 0
+
+
+def test_a_scrape_forgets_the_expired_heartbeats_it_finds(quiet: tuple[redis.Redis, str]) -> None:
+    """Every worker start adds an instance to the live index; a /metrics scrape (its snapshot) drops those whose
+    heartbeat expired (not only `sentq workers` does), so what a scrape reads stays the live workers."""
+    client, url = quiet
+    ledger.beat(client, "alive@h/1-a", info={"queues": ["sentq"], "busy": 1}, running=[], ttl_s=60)
+    client.zadd(keys.WORKERS_LIVE, {f"ghost@h/{i}-x": i for i in range(100)})
+    snap = stats.snapshot(client, settings_for(url), depth=no_broker)
+    assert (snap.workers_online, snap.workers_busy) == (1, 1)
+    assert client.zrange(keys.WORKERS_LIVE, 0, -1) == [b"alive@h/1-a"]

@@ -57,7 +57,9 @@ def test_batch_score_in_process_client(worker: Worker, app: Any) -> None:
     assert rows[2]["text"] == ""
 
 
-def test_retrain_publishes_a_new_version(worker: Worker, app: Any, redis_url: str) -> None:
+def test_retrain_on_unchanged_data_stores_no_duplicate_version(worker: Worker, app: Any, redis_url: str) -> None:
+    """The seed's call keeps its result (status "retrained", vocab_size, ...); training on the data v1 came from
+    gives v1 again (training is deterministic), so nothing is stored: the result says so and names v1."""
     from sentq import registry
     from sentq.worker import batch_score, retrain
 
@@ -65,9 +67,11 @@ def test_retrain_publishes_a_new_version(worker: Worker, app: Any, redis_url: st
     assert result["status"] == "retrained"
     assert result["vocab_size"] > 1000
     assert result["accuracy"] > 0.75
-    assert result["version"] == 2
+    assert (result["version"], result["unchanged"], result["current"]) == (1, True, 1)
+    assert "identical (sha256) to v1" in result["reason"]
     client = app.backend.client
-    assert registry.ref_version(registry.current(client)) == 2
+    assert [v.version for v in registry.versions(client)] == [1]
+    assert registry.ref_version(registry.current(client)) == 1
     assert batch_score.delay(["great product"]).get(timeout=10)[0]["label"] == "positive"
 
 

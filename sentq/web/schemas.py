@@ -74,7 +74,10 @@ class JobDetail(Job):
 
 class JobPage(BaseModel):
     jobs: list[Job]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last one.")
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last one. A request examines at most 1,000 jobs, "
+        "so a page filtered by state may be short, or empty, and still have a next_cursor."
+    )
 
 
 class Retried(BaseModel):
