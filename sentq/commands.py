@@ -289,7 +289,10 @@ def api(
         port=port,
         workers=workers,
         log_level=loglevel.lower(),
-        proxy_headers=False,
+        # Only a proxy named in SENTQ_API_FORWARDED_ALLOW_IPS may say the client's scheme and address (https makes
+        # the console's cookie Secure); anyone else's X-Forwarded-* headers are ignored.
+        proxy_headers=bool(settings.api_proxies),
+        forwarded_allow_ips=settings.api_proxies or None,
     )
 
 

@@ -48,6 +48,12 @@ STATS = PREFIX + "stats"
 HTTP_STATS = PREFIX + "http:stats"
 
 
+def session(digest: str) -> str:
+    """A console login: the SHA-256 of its cookie (so a copy of Redis holds no cookie that works) -> the fingerprint
+    of the token it was made with; expires after Settings.api_session_ttl_s, or at logout."""
+    return f"{PREFIX}session:{digest}"
+
+
 def model_artifact(version: int) -> str:
     return f"{PREFIX}model:{version}:artifact"
 

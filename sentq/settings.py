@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import ssl
@@ -225,6 +226,12 @@ class Settings:
     # any; without (no auth, on loopback), only 127.0.0.1, [::1] and localhost, so a page whose name an attacker
     # rebinds to 127.0.0.1 (DNS rebinding) reaches nothing: its requests carry its own name.
     api_allowed_hosts: str = ""
+    # `sentq api` behind a TLS proxy: the proxy's addresses (IPs or networks, comma-separated; "*" any) whose
+    # X-Forwarded-Proto and X-Forwarded-For uvicorn believes, so a request that came over https is known as such
+    # (the console's cookie is then Secure). Empty: those headers are ignored, whoever sends them.
+    api_forwarded_allow_ips: str = ""
+    # How long a console login lasts (its session in Redis), whatever the browser does with its cookie: 12 hours.
+    api_session_ttl_s: int = 12 * 3600
 
     def __post_init__(self) -> None:
         _check_url("SENTQ_BROKER_URL", self.broker_url, BROKER_SCHEMES)
@@ -246,6 +253,7 @@ class Settings:
             "api_max_bytes",
             "model_keep",
             "worker_stats_keep_s",
+            "api_session_ttl_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive whole number, got {getattr(self, name)}")
@@ -282,6 +290,7 @@ class Settings:
             )
 
         self.api_token_kinds  # noqa: B018 - refuses malformed or short tokens at start
+        self.api_proxies  # noqa: B018 - refuses an address uvicorn would silently take for a name
 
     # The most texts one task takes (a chunk, or a batch_score call).
     chunk_size_max: ClassVar[int] = 1_000_000
@@ -293,6 +302,25 @@ class Settings:
         if given:
             return [*LOOPBACK_HOSTS, *given]
         return ["*"] if self.api_token_kinds else list(LOOPBACK_HOSTS)
+
+    @property
+    def api_proxies(self) -> list[str]:
+        """SENTQ_API_FORWARDED_ALLOW_IPS as uvicorn's ``forwarded_allow_ips`` (empty: proxy headers are ignored)."""
+        proxies = []
+        for entry in (p.strip() for p in self.api_forwarded_allow_ips.split(",") if p.strip()):
+            if entry == "*":
+                proxies.append(entry)
+                continue
+            try:
+                network = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"SENTQ_API_FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or network; list the addresses "
+                    "your TLS proxy connects from (e.g. 127.0.0.1 or 10.0.0.0/8), or * to trust any"
+                ) from None
+            # As uvicorn matches them: an address, or a network without host bits (10.1.2.3/8 is 10.0.0.0/8).
+            proxies.append(str(network) if "/" in entry else str(network.network_address))
+        return proxies
 
     @property
     def api_token_kinds(self) -> dict[str, str]:

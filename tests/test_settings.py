@@ -75,6 +75,8 @@ def test_amqp_broker_without_backend_uses_local_redis() -> None:
         ({"SENTQ_RECONCILE_EVERY": "9"}, ["SENTQ_RECONCILE_LOCK_TTL", "SENTQ_RECONCILE_EVERY", "twice"]),
         ({"SENTQ_MODEL_KEEP": "0"}, ["SENTQ_MODEL_KEEP", "positive"]),
         ({"SENTQ_WORKER_STATS_KEEP": "a week"}, ["SENTQ_WORKER_STATS_KEEP", "a week"]),
+        ({"SENTQ_API_FORWARDED_ALLOW_IPS": "127.0.0.1, proxy.lan"}, ["SENTQ_API_FORWARDED_ALLOW_IPS", "proxy.lan"]),
+        ({"SENTQ_API_SESSION_TTL": "0"}, ["SENTQ_API_SESSION_TTL", "positive"]),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], words: list[str]) -> None:
@@ -82,6 +84,13 @@ def test_bad_settings_name_the_variable(env: dict[str, str], words: list[str]) -
         Settings.from_env(env)
     for word in words:
         assert word in str(exc.value)
+
+
+def test_forwarded_allow_ips_are_written_as_uvicorn_matches_them() -> None:
+    """An address, a network (host bits dropped: uvicorn would take 10.1.2.3/8 for a name and match nothing), or *."""
+    s = Settings.from_env({"SENTQ_API_FORWARDED_ALLOW_IPS": " 127.0.0.1, 10.1.2.3/8 ,::1,fd00::/64, * "})
+    assert s.api_proxies == ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/64", "*"]
+    assert Settings.from_env({}).api_proxies == []
 
 
 def test_passwords_are_masked_in_errors() -> None:

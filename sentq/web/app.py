@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import MutableHeaders
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,8 +54,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     routes_console.mount(app)
     app.add_middleware(RequestStats, stats=stats)
-    # Outermost: a request for a name this API does not answer (DNS rebinding with auth off) is refused first.
+    # A request for a name this API does not answer (DNS rebinding with auth off) is refused first.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_hosts)
+    # Outermost, so every answer carries them, the Host refusal too.
+    docs = {url for url in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if url}
+    app.add_middleware(SecurityHeaders, docs_paths=frozenset(docs))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -137,6 +141,52 @@ class RequestStats:
         except Exception:
             self.stats.record(_route(scope), scope["method"], 500, time.perf_counter() - started)
             raise
+
+
+# No page of this API may be framed (clickjacking) or sniffed into another type. A console page runs only this
+# origin's scripts and styles, nothing inline, so an injection that escaped Jinja's escaping would still run nothing;
+# anything else (JSON, rows, streams, static files) loads nothing at all if a browser renders it as a document.
+API_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+CONSOLE_POLICY = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+# FastAPI's /docs and /redoc pages load Swagger UI and ReDoc from jsDelivr (and fonts, a favicon) and start them with
+# an inline script; they render nothing a client sent.
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+    "worker-src blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeaders:
+    """Adds to every response: nosniff, no framing, no referrer to other sites, and the Content-Security-Policy for
+    its kind (a console page, a docs page, anything else)."""
+
+    def __init__(self, app: ASGIApp, docs_paths: frozenset[str]) -> None:
+        self.app = app
+        self.docs_paths = docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if scope["path"] in self.docs_paths:
+                    policy = DOCS_POLICY
+                elif headers.get("content-type", "").startswith("text/html"):
+                    policy = CONSOLE_POLICY
+                else:
+                    policy = API_POLICY
+                headers["Content-Security-Policy"] = policy
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["X-Frame-Options"] = "DENY"
+                headers["Referrer-Policy"] = "same-origin"
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
 
 def _route(scope: Scope) -> str:

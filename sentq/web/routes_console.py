@@ -6,23 +6,26 @@ survives restarts. Actions are plain HTML forms (POST, then a redirect back), so
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from sentq import control, errors, lifecycle
+from sentq import control, errors, jobs, keys, lifecycle
 from sentq.inputs import TextSource
-from sentq.settings import Settings, mask_url
+from sentq.settings import Settings, mask_secrets, mask_url
 from sentq.web import auth
 from sentq.web.auth import settings_of
+from sentq.web.problems import status_for
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -33,10 +36,6 @@ SettingsDep = Annotated[Settings, Depends(settings_of)]
 def mount(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-
-
-class LoginNeeded(Exception):
-    pass
 
 
 def _when(ts: float | None) -> str:
@@ -59,85 +58,155 @@ templates.env.filters["duration"] = _duration
 templates.env.filters["thousands"] = lambda n: f"{n:,}" if isinstance(n, int) else "-"
 
 
-def _page(request: Request, settings: Settings, name: str, **context: Any) -> Response:
-    access = auth.access(request, settings)
-    if access is None:
-        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+def _page(
+    request: Request,
+    settings: Settings,
+    access: auth.Access,
+    name: str,
+    *,
+    message: str = "",
+    error: str = "",
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
+    """A console page. Its flash ``message`` and ``error`` are the console's own words: a page picks a message by the
+    fixed code in ?msg= and fills in only facts it read or validated; nothing in the URL is ever shown as said by it
+    (a crafted link could otherwise have the console ask for the operator's token)."""
     context |= {
         "access": access,
         "auth_on": bool(settings.api_token_kinds),
         "redis_url": mask_url(settings.backend_url),
-        "message": request.query_params.get("msg", ""),
-        "error": request.query_params.get("error", ""),
+        "message": message,
+        "error": error,
     }
-    return templates.TemplateResponse(request, name, context)
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-def _back(path: str, *, msg: str = "", error: str = "") -> RedirectResponse:
-    query = f"?msg={quote(msg)}" if msg else f"?error={quote(error)}" if error else ""
-    return RedirectResponse(path + query, status_code=303)
+def _to_login(request: Request, back: str | None = None) -> Response:
+    return RedirectResponse(f"/login?next={quote(back or request.url.path)}", status_code=303)
 
 
-def _may_write(request: Request, settings: Settings) -> str | None:
-    """Why this request may not change anything, or None if it may."""
+def _back(path: str, code: str, **facts: int) -> RedirectResponse:
+    """Back to ``path`` after an action went through, saying so by a fixed message code (and numbers)."""
+    return RedirectResponse(f"{path}?{urlencode({'msg': code} | facts)}", status_code=303)
+
+
+def _number(request: Request, name: str) -> int | None:
+    """A whole number from the query (at most 9 digits), or None: the only kind of fact a link may carry."""
+    value = request.query_params.get(name, "")
+    return int(value) if re.fullmatch(r"[0-9]{1,9}", value) else None
+
+
+def _job_message(request: Request, job: jobs.JobRecord) -> str:
+    """The job page's flash for ?msg=: its facts from the job's record, never from the link, and none that a client
+    chose (the job's source name shows on the page, not as the console's words)."""
+    code = request.query_params.get("msg")
+    if code == "submitted":
+        return f"job {job.id} submitted"
+    if code == "cancelled":
+        return f"job {job.id} is {job.state.value} ({job.texts_done:,} texts scored)"
+    chunks = _number(request, "chunks")
+    if code == "retried" and chunks is not None:
+        return f"queued {chunks} failed chunk(s) again"
+    return ""
+
+
+def _models_message(request: Request) -> str:
+    version, before = _number(request, "v"), _number(request, "was")
+    if request.query_params.get("msg") != "used" or version is None:
+        return ""
+    return f"v{version} is current" + (f" (was v{before})" if before and before != version else "")
+
+
+def _may_write(request: Request, settings: Settings) -> Response | str | None:
+    """None if this request may change things; else a redirect to log in, or why it may not (read-only)."""
     auth.check_origin(request)
     access = auth.access(request, settings)
     if access is None:
-        return "log in first"
+        return _to_login(request, "/")
     if access != "full":
         return "this token is read-only: it may look, not submit, cancel, retry or switch models"
     return None
 
 
-@router.get("/", response_class=HTMLResponse)
-def jobs_page(
-    request: Request, settings: SettingsDep, state: Annotated[str | None, Query()] = None, cursor: str | None = None
-) -> Response:
-    if auth.access(request, settings) is None:
-        return _page(request, settings, "jobs.html")
+def _jobs_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
+    state, cursor = request.query_params.get("state") or None, request.query_params.get("cursor") or None
     try:
-        found, next_cursor = control.list_jobs(settings, state=state or None, limit=25, cursor=cursor)
-    except errors.ConfigError as exc:
-        return _back("/", error=str(exc))
+        found, next_cursor = control.list_jobs(settings, state=state, limit=25, cursor=cursor)
+    except errors.ConfigError:  # its words would repeat the link's: say it in ours, and show all jobs
+        flash = {"error": "this link's job state or page is not one the console made: showing all jobs"}
+        flash["status_code"] = 400
+        state = None
+        found, next_cursor = control.list_jobs(settings, limit=25)
     snap = _snapshot(settings)
-    return _page(request, settings, "jobs.html", jobs=found, state=state or "", next_cursor=next_cursor, snap=snap)
+    context = {"jobs": found, "state": state or "", "next_cursor": next_cursor, "snap": snap}
+    return _page(request, settings, access, "jobs.html", **context, **flash)
+
+
+def _job_view(request: Request, settings: Settings, access: auth.Access, job_id: str, **flash: Any) -> Response:
+    try:
+        record, failures = control.status(settings, job_id)
+    except errors.JobNotFoundError:
+        # Named only if it is an id: the path of a crafted link is no more the console's words than its query.
+        said = f"no job {job_id}: unknown id, or its records expired" if keys.is_job_id(job_id) else "no such job"
+        return _page(request, settings, access, "job.html", error=said, status_code=404)
+    flash.setdefault("message", _job_message(request, record))
+    where = control.ledger_summary(settings, job_id)
+    return _page(request, settings, access, "job.html", job=record, failures=failures, ledger=where, **flash)
+
+
+def _models_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
+    found, current = lifecycle.versions(settings)
+    flash.setdefault("message", _models_message(request))
+    return _page(request, settings, access, "models.html", versions=list(reversed(found)), current=current, **flash)
+
+
+@router.get("/", response_class=HTMLResponse)
+def jobs_page(request: Request, settings: SettingsDep) -> Response:
+    access = auth.access(request, settings)
+    return _to_login(request) if access is None else _jobs_view(request, settings, access)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(request: Request, job_id: str, settings: SettingsDep) -> Response:
-    if auth.access(request, settings) is None:
-        return _page(request, settings, "job.html")
-    try:
-        record, failures = control.status(settings, job_id)
-    except errors.JobNotFoundError as exc:
-        return _back("/", error=str(exc))
-    where = control.ledger_summary(settings, job_id)
-    return _page(request, settings, "job.html", job=record, failures=failures, ledger=where)
+    access = auth.access(request, settings)
+    return _to_login(request) if access is None else _job_view(request, settings, access, job_id)
 
 
 @router.get("/workers", response_class=HTMLResponse)
 def workers_page(request: Request, settings: SettingsDep) -> Response:
-    if auth.access(request, settings) is None:
-        return _page(request, settings, "workers.html")
+    access = auth.access(request, settings)
+    if access is None:
+        return _to_login(request)
     found, dead, _ = control.workers(settings)
-    return _page(request, settings, "workers.html", workers=found, dead=dead, snap=_snapshot(settings))
+    return _page(request, settings, access, "workers.html", workers=found, dead=dead, snap=_snapshot(settings))
 
 
 @router.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, settings: SettingsDep) -> Response:
-    if auth.access(request, settings) is None:
-        return _page(request, settings, "models.html")
-    found, current = lifecycle.versions(settings)
-    return _page(request, settings, "models.html", versions=list(reversed(found)), current=current)
+    access = auth.access(request, settings)
+    return _to_login(request) if access is None else _models_view(request, settings, access)
+
+
+# Where the browser goes after logging in: a path on this site. Not "//host" nor "/\host" (browsers read both as
+# another host), nor anything with spaces or control characters (browsers drop tabs and newlines: "/\t/host").
+LOCAL_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
+
+
+def _local(path: str) -> str:
+    return path if LOCAL_PATH.fullmatch(path) else "/"
+
+
+def _login_form(request: Request, next: str, *, error: str = "", status_code: int = 200) -> Response:
+    context = {"next": _local(next), "auth_on": True, "access": None, "error": error, "message": ""}
+    return templates.TemplateResponse(request, "login.html", context, status_code=status_code)
 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, settings: SettingsDep, next: str = "/") -> Response:
     if not settings.api_token_kinds:  # auth is off (loopback only): nothing to log in to
         return RedirectResponse("/", status_code=303)
-    context = {"next": next if next.startswith("/") and not next.startswith("//") else "/", "auth_on": True}
-    context |= {"access": None, "error": request.query_params.get("error", ""), "message": ""}
-    return templates.TemplateResponse(request, "login.html", context)
+    return _login_form(request, next)
 
 
 @router.post("/login")
@@ -145,21 +214,25 @@ def login(
     request: Request, settings: SettingsDep, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/"
 ) -> Response:
     auth.check_origin(request)
-    target = next if next.startswith("/") and not next.startswith("//") else "/"
-    if auth.kind_of(settings, token.strip()) is None:  # back to the form, still headed where the user was going
-        why = quote("that token is not one of SENTQ_API_TOKENS")
-        return RedirectResponse(f"/login?next={quote(target)}&error={why}", status_code=303)
-    response = RedirectResponse(target, status_code=303)
-    secure = request.url.scheme == "https"  # behind TLS the cookie never travels in clear
-    response.set_cookie(auth.COOKIE, token.strip(), httponly=True, samesite="strict", secure=secure, path="/")
+    if auth.kind_of(settings, token.strip()) is None:  # the form again, still headed where the user was going
+        return _login_form(request, next, error="that token is not one of SENTQ_API_TOKENS", status_code=401)
+    session = auth.start_session(settings, token.strip())
+    response = RedirectResponse(_local(next), status_code=303)
+    secure = request.url.scheme == "https"  # behind TLS (directly or via a trusted proxy) never sent in clear
+    response.set_cookie(auth.COOKIE, session, httponly=True, samesite="strict", secure=secure, path="/")
+    response.delete_cookie(auth.OLD_COOKIE, path="/")
     return response
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
+def logout(request: Request, settings: SettingsDep) -> Response:
     auth.check_origin(request)
+    session = request.cookies.get(auth.COOKIE)
+    if session and settings.api_token_kinds:
+        auth.end_session(settings, session)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.COOKIE, path="/")
+    response.delete_cookie(auth.OLD_COOKIE, path="/")
     return response
 
 
@@ -172,10 +245,13 @@ async def submit(
     column: Annotated[str, Form()] = "",
     field: Annotated[str, Form()] = "",
 ) -> Response:
-    """The upload form: the browser's multipart body is spooled to disk by Starlette, then read as a stream."""
-    why = _may_write(request, settings)
-    if why:
-        return _back("/", error=why)
+    """The upload form: the browser's multipart body is spooled to disk by Starlette, then read as a stream. A
+    refused upload shows the jobs page again with why (this browser's own upload's words), not a redirect."""
+    refused = await anyio.to_thread.run_sync(_may_write, request, settings)
+    if isinstance(refused, Response):
+        return refused
+    if refused:
+        return await anyio.to_thread.run_sync(lambda: _jobs_view(request, settings, "read", error=refused))
     name = file.filename or "<upload>"
     suffix = name.lower().removesuffix(".gz").rsplit(".", 1)[-1]
     fmt = format or {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl"}.get(suffix)
@@ -195,46 +271,56 @@ async def submit(
     try:
         job_id = await anyio.to_thread.run_sync(run)
     except errors.SentqError as exc:
-        return _back("/", error=str(exc))
-    return _back(f"/jobs/{job_id}", msg=f"job {job_id} submitted from {name}")
+        said, status = mask_secrets(str(exc)), status_for(exc)
+        return await anyio.to_thread.run_sync(
+            lambda: _jobs_view(request, settings, "full", error=said, status_code=status)
+        )
+    return _back(f"/jobs/{job_id}", "submitted")
 
 
-def _act(request: Request, settings: Settings, back: str, action: Callable[[], str]) -> Response:
-    """Run a form's action if this request may change things; back to ``back`` with what it said, or why not."""
-    why = _may_write(request, settings)
-    if why:
-        return _back(back, error=why)
+def _act(
+    request: Request,
+    settings: Settings,
+    action: Callable[[], RedirectResponse],
+    view: Callable[..., Response],
+) -> Response:
+    """Run a form's action if this request may change things; on success its redirect (a message code), else the
+    page again (``view(access, error=..., status_code=...)``) saying why not, in the console's or the core's words."""
+    refused = _may_write(request, settings)
+    if isinstance(refused, Response):
+        return refused
+    if refused:
+        return view("read", error=refused, status_code=403)
     try:
-        return _back(back, msg=action())
+        return action()
     except errors.SentqError as exc:
-        return _back(back, error=str(exc))
+        return view("full", error=mask_secrets(str(exc)), status_code=status_for(exc))
 
 
 @router.post("/console/jobs/{job_id}/cancel")
 def cancel(request: Request, job_id: str, settings: SettingsDep) -> Response:
-    def action() -> str:
-        record = control.cancel(settings, job_id)
-        return f"job {job_id} is {record.state.value} ({record.texts_done:,} texts scored)"
+    def action() -> RedirectResponse:
+        control.cancel(settings, job_id)
+        return _back(f"/jobs/{job_id}", "cancelled")
 
-    return _act(request, settings, f"/jobs/{job_id}", action)
+    return _act(request, settings, action, partial(_job_view, request, settings, job_id=job_id))
 
 
 @router.post("/console/jobs/{job_id}/retry")
 def retry(request: Request, job_id: str, settings: SettingsDep) -> Response:
-    def action() -> str:
-        return f"queued {len(control.retry(settings, job_id))} failed chunk(s) again"
+    def action() -> RedirectResponse:
+        return _back(f"/jobs/{job_id}", "retried", chunks=len(control.retry(settings, job_id)))
 
-    return _act(request, settings, f"/jobs/{job_id}", action)
+    return _act(request, settings, action, partial(_job_view, request, settings, job_id=job_id))
 
 
 @router.post("/console/models/{version}/use")
 def use_model(request: Request, version: str, settings: SettingsDep) -> Response:
-    def action() -> str:
+    def action() -> RedirectResponse:
         meta, before = lifecycle.use(settings, version)
-        was = f" (was v{before})" if before and before != meta.version else ""
-        return f"v{meta.version} is current{was}"
+        return _back("/models", "used", v=meta.version, **({"was": before} if before else {}))
 
-    return _act(request, settings, "/models", action)
+    return _act(request, settings, action, partial(_models_view, request, settings))
 
 
 def _snapshot(settings: Settings) -> Any:

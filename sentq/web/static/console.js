@@ -15,7 +15,7 @@ function paint(root, job) {
   const set = (name, text) => { const el = root.querySelector('[data-field="' + name + '"]'); if (el) el.textContent = text; };
   const pct = job.total_texts ? 100 * job.texts_done / job.total_texts : (job.state === "done" ? 100 : 0);
   const bar = root.querySelector('[data-field="bar"]');
-  if (bar) bar.style.width = pct.toFixed(1) + "%";
+  if (bar) { bar.value = pct; bar.textContent = pct.toFixed(0) + "%"; }
   const state = root.querySelector('[data-field="state"]');
   if (state) { state.textContent = job.state; state.className = "state " + job.state; }
   set("texts", fmt(job.texts_done) + " / " + fmt(job.total_texts));
