@@ -131,6 +131,14 @@ def configure(new: Settings) -> None:
     global settings, _client
     settings = new
     app.conf.update(celery_config(new))
+    # The app keeps its result backend (per thread) and its broker connections from their first use: a process
+    # configured again must not go on talking to the first Redis (a test that published before being pointed at its
+    # own server sent every later test's tasks and results to the machine's Redis).
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
     _client = None
     _models.clear()
 

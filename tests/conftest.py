@@ -23,6 +23,9 @@ import redis
 # burn the cores the others need (the bench runs its workers so too).
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
+# Anything in a test process that reads its settings from the environment without being pointed at a test's own
+# server gets a port nothing listens on: it fails loudly instead of writing to the machine's Redis on 6379.
+os.environ["SENTQ_BROKER_URL"] = "redis://127.0.0.1:1/0"
 
 REPO = Path(__file__).resolve().parent.parent
 SENTQ = [sys.executable, "-m", "sentq.cli"]

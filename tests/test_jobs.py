@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -580,7 +581,9 @@ def test_ctrl_c_on_a_live_stream_stops_its_reading(worker: Worker, redis_url: st
     assert status["state"] == "invalid" and "submission interrupted" in status["error"], status
 
 
-def test_resume_a_submission_stopped_part_way(worker: Worker, redis_url: str, tmp_path: Path, monkeypatch) -> None:
+def test_resume_a_submission_stopped_part_way(
+    worker: Worker, app: Any, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A producer stopped after staging 3 of 8 chunks (Ctrl-C: the job is invalid, the inputs of its unscored chunks
     dropped): `sentq submit FILE --resume JOB` checks the staged chunks against the file, refuses another file or
     other options with the job unchanged, then stages the rest: every row once, in input order, exit 0."""
