@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from sentq import keys, ledger
-from sentq.errors import BrokerUnavailableError, InputError, JobCancelledError, JobNotFoundError, JobStateError
+from sentq.errors import (
+    BrokerUnavailableError,
+    InputError,
+    JobCancelledError,
+    JobNotFoundError,
+    JobStateError,
+    PayloadTooLargeError,
+)
 from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
 from sentq.settings import Settings
 from sentq.store import text
@@ -192,7 +199,7 @@ def stage(
     leaving it half-done. ``publish(indexes, sent_at)`` queues the chunks just recorded pending in the ledger.
     """
     pending: list[bytes] = []
-    pending_texts = seen = 0
+    pending_texts = seen = staged_bytes = 0
     stop_beating = threading.Event()
 
     def beat() -> None:  # by time, not by data: a live producer is never taken for dead
@@ -228,6 +235,7 @@ def stage(
         if not source.is_stream:
             source.validate()
         for payload, texts in payloads(source, chunk_size):
+            staged_bytes = within_job_limit(settings, source, staged_bytes + len(payload))
             seen += 1
             pending.append(payload)
             pending_texts += texts
@@ -271,6 +279,20 @@ def payloads(source: TextSource, chunk_size: int) -> Iterator[tuple[bytes, int]]
         return
     for chunk in split_large(source.chunks(chunk_size)):
         yield encode_chunk(chunk), len(chunk.texts)
+
+
+def within_job_limit(settings: Settings, source: TextSource, staged_bytes: int) -> int:
+    """``staged_bytes`` (the job's input staged so far and the chunk about to be), if within SENTQ_JOB_MAX_BYTES.
+
+    Checked for each chunk before it joins a batch, so the batch that would pass the limit is never written: with
+    noeviction, one job (a gzip bomb) filling Redis would fail every other job's writes.
+    """
+    if staged_bytes > settings.job_max_bytes:
+        raise PayloadTooLargeError(
+            f"{source.name}: the job's input is more than {settings.job_max_bytes:,} bytes staged in Redis, the limit "
+            f"(SENTQ_JOB_MAX_BYTES), after {source.texts:,} texts; split the input into several jobs, or raise it"
+        )
+    return staged_bytes
 
 
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:

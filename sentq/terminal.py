@@ -103,7 +103,14 @@ def submit(
     if forget and not wait:  # before anything is queued
         raise errors.ConfigError("--forget needs --wait (it frees the job once its rows are downloaded)")
     settings = load_settings(chunk_size=chunk_size)
-    source = TextSource(path, fmt=fmt, column=column, field=field, max_chars=settings.max_text_chars)
+    source = TextSource(
+        path,
+        fmt=fmt,
+        column=column,
+        field=field,
+        max_chars=settings.max_text_chars,
+        max_gunzip_bytes=settings.max_gunzip_bytes,
+    )
     announce = print_job_id if not wait else lambda job_id: err.print(f"job {job_id} submitted; following it")
     record = control.submit(settings, source, model_version=model, on_created=announce)
     if wait:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sentq import __version__, store
 from sentq.settings import Settings
 from sentq.web import problems, routes_console, routes_jobs, routes_models, routes_ops, routes_seed
+from sentq.web.limits import BodyLimit
 from sentq.web.metrics import HttpStats
 
 log = logging.getLogger("sentq.api")
@@ -52,6 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (routes_seed.router, routes_jobs.router, routes_models.router, routes_ops.router):
         app.include_router(router)
     routes_console.mount(app)
+    # Inside the request counts (a refused body is counted too), outside everything that reads a body.
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestStats, stats=stats)
     # Outermost: a request for a name this API does not answer (DNS rebinding with auth off) is refused first.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_hosts)
