@@ -271,3 +271,12 @@ def test_a_gzip_bomb_upload_is_a_413_and_its_job_invalid(own_redis_url: str, tmp
         assert peak - peak_before < 8 * MiB, (peak, peak_before)
     finally:
         api.stop()
+
+
+def test_retrain_data_over_its_limit_is_refused_by_the_cli_before_it_is_read(redis_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "labelled.csv"
+    data.write_text("text,label\n" + "what a great product,positive\nawful service,negative\n" * 100)
+    proc = run_sentq(["retrain", "--data", str(data)], redis_url, SENTQ_RETRAIN_MAX_BYTES="1000")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert str(data) in proc.stderr and "1,000 bytes" in proc.stderr and "SENTQ_RETRAIN_MAX_BYTES" in proc.stderr
+    assert not redis.Redis.from_url(redis_url).keys("sentq:retrain-data:*")

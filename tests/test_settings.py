@@ -70,6 +70,9 @@ def test_amqp_broker_without_backend_uses_local_redis() -> None:
         ({"SENTQ_LOST_AFTER": "soon"}, ["SENTQ_LOST_AFTER", "soon"]),
         ({"SENTQ_HEARTBEAT_TTL": "3"}, ["SENTQ_HEARTBEAT_TTL", "SENTQ_HEARTBEAT", "twice"]),
         ({"SENTQ_RECONCILE_EVERY": "9"}, ["SENTQ_RECONCILE_LOCK_TTL", "SENTQ_RECONCILE_EVERY", "twice"]),
+        ({"SENTQ_JOB_MAX_BYTES": "0"}, ["SENTQ_JOB_MAX_BYTES", "positive"]),
+        ({"SENTQ_MAX_GUNZIP_BYTES": "-1"}, ["SENTQ_MAX_GUNZIP_BYTES", "positive"]),
+        ({"SENTQ_RETRAIN_MAX_BYTES": "1GB"}, ["SENTQ_RETRAIN_MAX_BYTES", "1GB"]),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], words: list[str]) -> None:
