@@ -154,6 +154,7 @@ def resume_source(
         field=was_field,
         max_chars=settings.max_text_chars,
         idle_s=idle_s,
+        max_gunzip_bytes=settings.max_gunzip_bytes,
     )
     return source, record.chunk_size
 

@@ -4,7 +4,7 @@ SentqError                  base of all of them; the CLI maps each to an exit co
 ├── ConfigError             a bad SENTQ_* setting or CLI option              (exit 2)
 ├── InputError              bad input: which file, which line, what to do    (exit 2)
 │   ├── UnsupportedFormatError  an upload in a format sentq does not read   (HTTP 415)
-│   └── PayloadTooLargeError    an upload over SENTQ_API_MAX_BYTES           (HTTP 413)
+│   └── PayloadTooLargeError    a body or input past a size limit            (HTTP 413)
 ├── DatasetMissingError     the default training data is not on this host    (exit 2)
 ├── ModelError              a model artifact is missing, tampered or unsafe  (exit 2)
 │   └── ModelNotFoundError  no such model version in the registry            (HTTP 404)
@@ -37,7 +37,7 @@ class UnsupportedFormatError(InputError):
 
 
 class PayloadTooLargeError(InputError):
-    """Raised when an upload goes past SENTQ_API_MAX_BYTES (counted as it arrives)."""
+    """Raised when a request body, an inflated gzip or a job's staged input goes past its limit (SENTQ_*_MAX_BYTES)."""
 
 
 class DatasetMissingError(SentqError):

@@ -19,7 +19,7 @@ from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TextIO, cast
 
-from sentq.errors import ConfigError, InputError
+from sentq.errors import ConfigError, InputError, PayloadTooLargeError
 from sentq.inputs_formats import Block, FormatReader, is_index, plain_text_fits
 
 if TYPE_CHECKING:
@@ -100,8 +100,10 @@ class TextSource:
         stdin: BinaryIO | None = None,
         name: str | None = None,
         idle_s: float = 0.0,
+        max_gunzip_bytes: int | None = None,
     ) -> None:
-        """``path`` ``-`` reads ``stdin`` (default: the process's), shown in messages as ``name`` (``<stdin>``).
+        """``path`` ``-`` reads ``stdin`` (default: the process's), shown in messages as ``name`` (``<stdin>``);
+        gzipped input inflating past ``max_gunzip_bytes`` is refused (SENTQ_MAX_GUNZIP_BYTES).
 
         With ``idle_s``, a pipe or terminal read as text or JSONL yields the texts read so far as a short chunk once
         it has been quiet that long (``pause_cut`` then says so), instead of waiting for a whole chunk.
@@ -122,6 +124,7 @@ class TextSource:
         self._field = field or "text"
         self._header = header
         self._max_chars = max_chars
+        self._max_gunzip_bytes = max_gunzip_bytes
         self._used = False
         # Set by validate(): the file passed the fast bytes-level check, so raw_lines() may stage its bytes as is.
         self.raw_ok = False
@@ -341,7 +344,7 @@ class TextSource:
         if magic == _GZIP_MAGIC:
             if rewind:
                 raw.seek(0)
-            source = stack.enter_context(gzip.GzipFile(fileobj=raw if rewind else _Tap(magic, raw), mode="rb"))
+            source = stack.enter_context(self._gunzip(raw if rewind else _Tap(magic, raw)))
             head = _read_full(source, _HEAD_BYTES)
         elif self._gzip_suffix and magic:
             raise InputError(
@@ -379,6 +382,11 @@ class TextSource:
         if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
             return None
         return _Live(fd, self._idle_s)
+
+    def _gunzip(self, compressed: BinaryIO | _Tap) -> gzip.GzipFile:
+        if self._max_gunzip_bytes is None:
+            return gzip.GzipFile(fileobj=compressed, mode="rb")
+        return _CappedGzip(compressed, max_bytes=self._max_gunzip_bytes, name=self.name)
 
     def _replay(self) -> _Tap | None:
         """Read a file again through a recording tap up to the error it raised, to locate it (the slow path)."""
@@ -502,6 +510,40 @@ class _Live:
         if self._wake_r in ready:
             raise KeyboardInterrupt
         return bool(ready)
+
+
+class _CappedGzip(gzip.GzipFile):
+    """A GzipFile that refuses to inflate past ``max_bytes``: its reader never holds much, but a small gzip of one
+    repeated line would keep it (and a file's validating first pass) inflating, and staging, without end."""
+
+    def __init__(self, compressed: BinaryIO | _Tap, *, max_bytes: int, name: str) -> None:
+        super().__init__(fileobj=compressed, mode="rb")
+        self._max_bytes = max_bytes
+        self._name = name
+        self._out = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._out += len(data)
+        if self._out > self._max_bytes:
+            raise PayloadTooLargeError(
+                f"{self._name}: the gzip data inflates to more than {self._max_bytes:,} bytes, the limit "
+                "(SENTQ_MAX_GUNZIP_BYTES); split the input into smaller files, or raise the limit"
+            )
+        return data
+
+    # Every way a reader takes bytes: read() (readinto's default), read1() (TextIOWrapper, _Tap), readline().
+    def read(self, size: int | None = -1) -> bytes:
+        return self._count(super().read(size))
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._count(super().read1(size))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._count(super().readline(size))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._out = super().seek(offset, whence)  # a file is read again from its start (the fast path's rewind)
+        return self._out
 
 
 class _Tap(io.RawIOBase):

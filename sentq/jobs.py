@@ -21,6 +21,7 @@ from sentq.errors import (
     JobCancelledError,
     JobNotFoundError,
     JobStateError,
+    PayloadTooLargeError,
     SentqError,
 )
 from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
@@ -377,7 +378,7 @@ def _stage_from(
 ) -> JobRecord:
     """Stage ``chunks`` from index ``first`` on, then seal the job (see ``stage``)."""
     pending: list[bytes] = []
-    pending_texts = 0
+    pending_texts = staged_bytes = 0
     seen = first
     stop_beating = threading.Event()
 
@@ -418,6 +419,7 @@ def _stage_from(
         if validate and not source.is_stream:
             source.validate()
         for index, (payload, texts) in chunks:
+            staged_bytes = within_job_limit(settings, source, staged_bytes + len(payload))
             seen = index + 1
             pending.append(payload)
             pending_texts += texts
@@ -467,6 +469,20 @@ def payloads(source: TextSource, chunk_size: int) -> Iterator[tuple[bytes, int]]
         return
     for chunk in split_large(source.chunks(chunk_size)):
         yield encode_chunk(chunk), len(chunk.texts)
+
+
+def within_job_limit(settings: Settings, source: TextSource, staged_bytes: int) -> int:
+    """``staged_bytes`` (the job's input staged so far and the chunk about to be), if within SENTQ_JOB_MAX_BYTES.
+
+    Checked for each chunk before it joins a batch, so the batch that would pass the limit is never written: with
+    noeviction, one job (a gzip bomb) filling Redis would fail every other job's writes.
+    """
+    if staged_bytes > settings.job_max_bytes:
+        raise PayloadTooLargeError(
+            f"{source.name}: the job's input is more than {settings.job_max_bytes:,} bytes staged in Redis, the limit "
+            f"(SENTQ_JOB_MAX_BYTES), after {source.texts:,} texts; split the input into several jobs, or raise it"
+        )
+    return staged_bytes
 
 
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:

@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError
 
 from sentq import control, registry, schedule, store
 from sentq.dataset import Dataset
-from sentq.errors import InputError, JobTimeoutError, ModelError
+from sentq.errors import InputError, JobTimeoutError, ModelError, PayloadTooLargeError
 from sentq.settings import Settings, mask_url
 
 # Labels `sentq retrain --data` accepts (case-insensitive), and what they mean.
@@ -183,6 +183,8 @@ def _jsonl_rows(path: Path, content: str) -> list[tuple[int, str, object]]:
 
 def submit_retrain(settings: Settings, *, data: Path | None, force: bool) -> str:
     """Queue `sentq.retrain` (on its own queue), shipping ``data`` through Redis first; returns the task id."""
+    if data is not None:
+        _within_retrain_limit(data, settings.retrain_max_bytes)
     dataset = read_labelled(data, max_chars=settings.max_text_chars) if data is not None else None
     client = control.connect(settings)
     control.check_broker(settings)
@@ -194,6 +196,19 @@ def submit_retrain(settings: Settings, *, data: Path | None, force: bool) -> str
         return str(worker.retrain.apply_async(kwargs=kwargs, queue=settings.retrain_queue).id)
     except OperationalError as exc:
         raise store.unavailable(settings.broker_url, exc) from None
+
+
+def _within_retrain_limit(data: Path, max_bytes: int) -> None:
+    """Labelled data is read whole and shipped through Redis as one value: refuse a file past the limit unread."""
+    try:
+        size = data.stat().st_size
+    except OSError:
+        return  # read_labelled says what is wrong with the path
+    if size > max_bytes:
+        raise PayloadTooLargeError(
+            f"{data}: the labelled data is larger than {max_bytes:,} bytes (SENTQ_RETRAIN_MAX_BYTES); "
+            "train on less data, or raise the limit"
+        )
 
 
 def wait_retrain(settings: Settings, task_id: str, *, timeout_s: float | None) -> dict[str, Any]:

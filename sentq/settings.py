@@ -220,8 +220,19 @@ class Settings:
     log_level: str = "INFO"
     # `sentq api`: bearer tokens, comma-separated; "ro:TOKEN" is a read-only token. Empty: no auth, loopback only.
     api_tokens: str = field(default="", repr=False)
-    # The largest upload `POST /v1/jobs` accepts, in bytes as sent (compressed if gzipped): 2 GiB.
+    # The largest upload `POST /v1/jobs` (and the console's form) accepts, in bytes as sent (compressed if gzipped):
+    # 2 GiB, counted as it arrives.
     api_max_bytes: int = 2 * 1024**3
+    # The largest labelled-data body `POST /v1/retrain` accepts: it is read whole and shipped through Redis as one
+    # value (Redis refuses a string over 512 MB), and the default training set is about 2 MB.
+    retrain_max_bytes: int = 256 * 1024**2
+    # The most bytes a gzipped input may inflate to: a gzip of one repeated line shrinks about 1000 times, so 100 MB
+    # sent could otherwise keep a producer (and, for a file, its validating first pass) inflating 100 GB.
+    max_gunzip_bytes: int = 16 * 1024**3
+    # The most input bytes one job may stage in Redis. With `maxmemory-policy noeviction` (as sentq's Redis runs), one
+    # job that fills Redis fails every other job's writes: it is refused (invalid) before the batch that would pass
+    # this is written. 4 GiB: about 30M texts of 140 bytes.
+    job_max_bytes: int = 4 * 1024**3
     # `sentq api`: the Host names it answers besides the loopback ones, comma-separated. Empty: with SENTQ_API_TOKENS
     # any; without (no auth, on loopback), only 127.0.0.1, [::1] and localhost, so a page whose name an attacker
     # rebinds to 127.0.0.1 (DNS rebinding) reaches nothing: its requests carry its own name.
@@ -254,6 +265,9 @@ class Settings:
             "model_keep",
             "worker_stats_keep_s",
             "api_session_ttl_s",
+            "retrain_max_bytes",
+            "max_gunzip_bytes",
+            "job_max_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"SENTQ_{_env_name(name)} must be a positive whole number, got {getattr(self, name)}")

@@ -120,7 +120,13 @@ def submit(
     else:
         settings = load_settings(chunk_size=chunk_size)
         source = TextSource(
-            path, fmt=fmt, column=column, field=field, max_chars=settings.max_text_chars, idle_s=settings.stream_idle_s
+            path,
+            fmt=fmt,
+            column=column,
+            field=field,
+            max_chars=settings.max_text_chars,
+            idle_s=settings.stream_idle_s,
+            max_gunzip_bytes=settings.max_gunzip_bytes,
         )
         said = "submitted"
         stage = lambda told: control.submit(settings, source, model_version=model, on_created=told)  # noqa: E731

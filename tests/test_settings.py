@@ -77,6 +77,9 @@ def test_amqp_broker_without_backend_uses_local_redis() -> None:
         ({"SENTQ_WORKER_STATS_KEEP": "a week"}, ["SENTQ_WORKER_STATS_KEEP", "a week"]),
         ({"SENTQ_API_FORWARDED_ALLOW_IPS": "127.0.0.1, proxy.lan"}, ["SENTQ_API_FORWARDED_ALLOW_IPS", "proxy.lan"]),
         ({"SENTQ_API_SESSION_TTL": "0"}, ["SENTQ_API_SESSION_TTL", "positive"]),
+        ({"SENTQ_JOB_MAX_BYTES": "0"}, ["SENTQ_JOB_MAX_BYTES", "positive"]),
+        ({"SENTQ_MAX_GUNZIP_BYTES": "-1"}, ["SENTQ_MAX_GUNZIP_BYTES", "positive"]),
+        ({"SENTQ_RETRAIN_MAX_BYTES": "1GB"}, ["SENTQ_RETRAIN_MAX_BYTES", "1GB"]),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], words: list[str]) -> None:

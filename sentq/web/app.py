@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sentq import __version__, store
 from sentq.settings import Settings
 from sentq.web import problems, routes_console, routes_jobs, routes_models, routes_ops, routes_seed
+from sentq.web.limits import BodyLimit
 from sentq.web.metrics import HttpStats
 
 log = logging.getLogger("sentq.api")
@@ -53,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (routes_seed.router, routes_jobs.router, routes_models.router, routes_ops.router):
         app.include_router(router)
     routes_console.mount(app)
+    # Inside the request counts (a refused body is counted too), outside everything that reads a body.
+    app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestStats, stats=stats)
     # A request for a name this API does not answer (DNS rebinding with auth off) is refused first.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_hosts)

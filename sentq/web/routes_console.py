@@ -263,6 +263,7 @@ async def submit(
             column=column or None,
             field=field or None,
             max_chars=settings.max_text_chars,
+            max_gunzip_bytes=settings.max_gunzip_bytes,
             stdin=file.file,
             name=name,
         )

@@ -110,6 +110,7 @@ async def submit(
         column=column,
         field=field,
         max_chars=settings.max_text_chars,
+        max_gunzip_bytes=settings.max_gunzip_bytes,
         stdin=cast(BinaryIO, body),
         name=shown,
     )

@@ -14,7 +14,6 @@ from sentq.errors import PayloadTooLargeError, UnsupportedFormatError
 from sentq.settings import Settings
 from sentq.web.auth import can_read, can_write, settings_of
 from sentq.web.schemas import ModelList, ModelSwitched, RetrainQueued, raw_body
-from sentq.web.upload import too_large
 
 router = APIRouter(prefix="/v1", tags=["models"])
 SettingsDep = Annotated[Settings, Depends(settings_of)]
@@ -62,8 +61,11 @@ async def retrain(
         with open(path, "wb") as spool:  # labelled data is small next to inputs: spooled to disk, read whole
             async for piece in request.stream():
                 size += len(piece)
-                if size > settings.api_max_bytes:
-                    raise PayloadTooLargeError(too_large(path.name, settings.api_max_bytes))
+                if size > settings.retrain_max_bytes:  # BodyLimit counts it first; this holds without it too
+                    raise PayloadTooLargeError(
+                        f"{path.name}: the labelled data is larger than {settings.retrain_max_bytes:,} bytes "
+                        "(SENTQ_RETRAIN_MAX_BYTES); train on less data, or raise the limit"
+                    )
                 spool.write(piece)
         if size and media not in LABELLED:
             raise UnsupportedFormatError(

@@ -11,10 +11,13 @@ from fastapi import APIRouter, Body, Depends
 from sentq import control
 from sentq.settings import Settings
 from sentq.web.auth import can_read, can_write, settings_of
+from sentq.web.limits import BATCH_MAX_TEXTS
 from sentq.web.schemas import BatchResult, TaskId
 
 router = APIRouter(tags=["seed"])
-Texts = Annotated[list[str], Body(description="The texts to score (a JSON list of strings).", max_length=100_000)]
+Texts = Annotated[
+    list[str], Body(description="The texts to score (a JSON list of strings).", max_length=BATCH_MAX_TEXTS)
+]
 
 
 # Publishing is short blocking I/O plus Python work under the GIL, so one thread publishes and the other requests wait
