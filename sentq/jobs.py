@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 STAGE_TEXTS = 40_000
 # `submit --resume` checks the inputs of this many staged chunks at a time for one that Redis lost.
 RESTAGE_BATCH = 64
+# A stopped job's unscored inputs are dropped this many chunks a step (one step holds Redis that long).
+DROP_BATCH = 1_000
 # A producer refreshes the job's heartbeat every Settings.heartbeat_s while it lives, however slowly its input comes
 # (`tail -f app.log | sentq submit -`), and at each staged batch; silent this long it is gone (killed, its host
 # down). Generous: a stopped process (SIGSTOP, a laptop asleep) that comes back finds its job still open.
@@ -264,8 +266,9 @@ def _read_staged(
     settled = {int(i) for i in [*client.smembers(keys.job_done(job_id)), *client.hkeys(keys.job_failed(job_id))]}
     if not staged and settled:
         raise JobStateError(f"job {job_id} was staged by a sentq that kept no digests: submit the file again")
-    again = _check_staged(client, settings, job_id, source, chunks, digests, lambda index: index not in settled)
-    return staged, again
+    # Every staged input Redis lacks is staged again (a done chunk's rows are made from it too); the unsettled go out.
+    _check_staged(client, settings, job_id, source, chunks, digests, lambda index: True)
+    return staged, [index for index in range(staged) if index not in settled]
 
 
 def restage_failed(client: redis.Redis, settings: Settings, job_id: str, source: TextSource, chunk_size: int) -> int:
@@ -488,16 +491,11 @@ def within_job_limit(settings: Settings, source: TextSource, staged_bytes: int) 
 def mark_invalid(client: redis.Redis, job_id: str, reason: str, *, staged_chunks: int) -> None:
     """The input failed validation: record why, stop workers, drop the staged inputs of chunks not scored (a scored
     chunk's rows are made from its input; a job already finished, e.g. cancelled, keeps its state; the step counts the
-    job finished only when it changes it)."""
-    done: set[int] = set()
-    if staged_chunks:  # done, or failed with the rows of its other texts kept
-        done = {int(i) for i in [*client.smembers(keys.job_done(job_id)), *client.hkeys(keys.job_failed(job_id))]}
-    pipe = client.pipeline(transaction=False)
-    ledger.stop(pipe, job_id, JobState.INVALID.value, error=reason)
-    for index in range(staged_chunks):
-        if index not in done:
-            pipe.delete(keys.chunk_input(job_id, index))
-    pipe.execute()
+    job finished only when it changes it). Inputs go in one step after the stop, sparing any chunk done, failed or
+    being scored then (a leased chunk finishes, and its rows need its texts)."""
+    ledger.stop(client, job_id, JobState.INVALID.value, error=reason)
+    for start in range(0, staged_chunks, DROP_BATCH):
+        ledger.drop_inputs(client, job_id, range(start, min(start + DROP_BATCH, staged_chunks)))
 
 
 def get(client: redis.Redis, job_id: str) -> JobRecord:

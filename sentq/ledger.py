@@ -93,6 +93,20 @@ return {0, tostring(now)}
 """
 )
 
+# A stopped job's staged inputs, each dropped unless its chunk is done, failed or leased (scoring: it will finish).
+# KEYS: done, failed, leases, then each chunk's input   ARGV: each chunk's index
+_DROP_INPUTS = """
+local dropped = 0
+for i = 1, #ARGV do
+  local item = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[1], item) == 0 and redis.call('HEXISTS', KEYS[2], item) == 0
+     and redis.call('HEXISTS', KEYS[3], item) == 0 then
+    dropped = dropped + redis.call('DEL', KEYS[3 + i])
+  end
+end
+return dropped
+"""
+
 # `sentq submit --resume`: a job whose submission stopped before the end of its input (interrupted, its producer
 # dead, a bad line) runs again: its staged chunks not scored are pending, sent now, and it is in the reconciler's
 # index, in one step; its producer then stages the rest. Only a job with no total yet whose producer is silent.
@@ -415,6 +429,23 @@ def stage(
     )
     code = int(reply[0])
     return (0, float(reply[1])) if code == 0 else (code, text(reply[1]) if len(reply) > 1 else "")
+
+
+def drop_inputs(client: redis.Redis, job_id: str, indexes: Iterable[int]) -> int:
+    """Delete the staged inputs of a stopped job's ``indexes`` that are not done, failed or leased, in one step (a
+    completion cannot slip between the check and the delete); returns how many went."""
+    items = [str(i) for i in indexes]
+    return int(
+        client.eval(
+            _DROP_INPUTS,
+            3 + len(items),
+            keys.job_done(job_id),
+            keys.job_failed(job_id),
+            keys.job_leases(job_id),
+            *[keys.chunk_input(job_id, int(i)) for i in items],
+            *items,
+        )
+    )
 
 
 def digest(payload: bytes) -> bytes:

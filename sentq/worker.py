@@ -136,9 +136,8 @@ def configure(new: Settings) -> None:
     # own server sent every later test's tasks and results to the machine's Redis).
     app._backend_cache = None
     app._local.__dict__.pop("backend", None)
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    app._pool = None  # the next use takes kombu's pool for the new broker URL (kombu keeps one per URL: not closed)
+    app.amqp._producer_pool = None  # and the producers made on the old one
     _client = None
     _models.clear()
 
