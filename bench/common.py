@@ -677,3 +677,20 @@ def measure_alone(doc: str | None, *measures: Measure, noop_workers: bool = True
     results, wall = done
     print_table(results, f"sentq bench: {Path(sys.argv[0]).name} ({'quick' if args.quick else 'full'}), {wall:.0f} s")
     return 0
+
+
+# ----- the standalone measurements (bench/costs.py, bench/hosts.py): their own server, their lines appended ------
+
+
+def sentq_env(url: str) -> dict[str, str]:
+    """A sentq command's environment aimed at ``url`` (one BLAS thread, the repo's data; compiled bytecode allowed)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SENTQ_") and k != "PYTHONDONTWRITEBYTECODE"}
+    return {**base, **ONE_THREAD, "SENTQ_BROKER_URL": url, "SENTQ_DATA_DIR": str(DATA), "PYTHONUNBUFFERED": "1"}
+
+
+def report(lines: list[str], title: str, append: Path | None) -> None:
+    """Print a standalone measurement's lines, and append them under ``title`` to the results file if asked."""
+    print("\n".join(lines))
+    if append is not None:
+        with open(append, "a") as f:
+            f.write(f"\n## {title}\n\n" + "\n".join(lines) + "\n")

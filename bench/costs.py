@@ -23,17 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATA, ONE_THREAD, REPO, make_pool, write_texts  # noqa: E402
+from bench.common import REPO, make_pool, report, sentq_env, write_texts  # noqa: E402
 from sentq import keys  # noqa: E402
-from tests.conftest import RedisServer  # noqa: E402
+from tests.conftest import RedisServer, stop_process  # noqa: E402
 
 SENTQ = [sys.executable, "-m", "sentq.cli"]
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def env(url: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SENTQ_") and k != "PYTHONDONTWRITEBYTECODE"}
-    return {**base, **ONE_THREAD, "SENTQ_BROKER_URL": url, "SENTQ_DATA_DIR": str(DATA), "PYTHONUNBUFFERED": "1"}
 
 
 def tree_cpu(root: int) -> float:
@@ -71,7 +66,7 @@ def children_cpu() -> float:
 def timed(args: list[str], url: str) -> tuple[float, str]:
     """Run a sentq command; its CPU seconds (start-up included) and stdout."""
     before = children_cpu()
-    done = subprocess.run([*SENTQ, *args], env=env(url), capture_output=True, text=True, check=True)
+    done = subprocess.run([*SENTQ, *args], env=sentq_env(url), capture_output=True, text=True, check=True)
     return children_cpu() - before, done.stdout
 
 
@@ -88,7 +83,7 @@ def main() -> int:
         client = server.client()
         url = server.url
         log = open(tmp / "worker.log", "wb")  # noqa: SIM115 - closed with the process
-        worker = subprocess.Popen([*SENTQ, "worker", "-c", "2"], env=env(url), cwd=REPO, stdout=log, stderr=log)
+        worker = subprocess.Popen([*SENTQ, "worker", "-c", "2"], env=sentq_env(url), cwd=REPO, stdout=log, stderr=log)
         deadline = time.monotonic() + 120
         while client.zcard(keys.WORKERS_LIVE) < 1:
             if time.monotonic() > deadline:
@@ -138,17 +133,9 @@ def main() -> int:
             ],  # fmt: skip
             f"- Redis memory per finished row: {(memory_done - memory_before) / n:.0f} B",
         ]
-        print("\n".join(lines))
-        if args.append is not None:
-            with open(args.append, "a") as f:
-                f.write("\n## CPU per text, by part (`python bench/costs.py`)\n\n" + "\n".join(lines) + "\n")
+        report(lines, "CPU per text, by part (`python bench/costs.py`)", args.append)
     finally:
-        if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_process(worker, timeout=30)
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

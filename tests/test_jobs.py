@@ -433,17 +433,8 @@ def test_a_download_that_passed_a_chunk_retried_meanwhile_never_ends_clean(own_r
 
     from sentq import follow, jobs, ledger, rows
 
-    src = tmp_path / "t.txt"
-    src.write_text("".join(f"great product {i}\n" for i in range(30)))
-    job = run_sentq(["submit", str(src), "--chunk-size", "10"], own_redis_url, SENTQ_QUEUE="follow-nobody-q").stdout
-    job = job.strip()
-    client = redis.Redis.from_url(own_redis_url)
+    src, job, client = failed_by_hand(own_redis_url, tmp_path, "follow-nobody-q", "boom")
     scored = rows.pack_result("v1", rows.score_codes(np.full(10, 0.9)))
-    for index in (0, 2):
-        ledger.claim(client, job, index, holder="t/1")
-        assert ledger.complete(client, job, index, rows=scored, texts=10, compute_s=0.0, wait_s=0.0)
-    ledger.fail(client, job, 1, "boom")
-    assert jobs.get(client, job).state.value == "failed"
 
     stream = follow.follow(client, job)
     assert [r["line"] for r in map(json.loads, next(stream).splitlines())] == list(range(1, 11))
@@ -671,20 +662,7 @@ def test_resume_refuses_a_job_whose_producer_is_alive(redis_url: str) -> None:
 def test_retry_from_the_file_restages_inputs_redis_lost(own_redis_url: str, tmp_path: Path) -> None:
     """A failed chunk whose staged input Redis lost (the last AOF second): plain `retry` says the input is gone;
     `retry --from FILE` checks every chunk against the file, stages that input again, and the chunk is pending."""
-    import numpy as np
-
-    from sentq import ledger, rows
-
-    src = tmp_path / "t.txt"
-    src.write_text("".join(f"great product {i}\n" for i in range(30)))
-    job = run_sentq(["submit", str(src), "--chunk-size", "10"], own_redis_url, SENTQ_QUEUE="retry-from-q").stdout
-    job = job.strip()
-    client = redis.Redis.from_url(own_redis_url)
-    scored = rows.pack_result("v1", rows.score_codes(np.full(10, 0.9)))
-    for index in (0, 2):
-        ledger.claim(client, job, index, holder="t/1")
-        assert ledger.complete(client, job, index, rows=scored, texts=10, compute_s=0.0, wait_s=0.0)
-    ledger.fail(client, job, 1, "its input is gone")
+    src, job, client = failed_by_hand(own_redis_url, tmp_path, "retry-from-q", "its input is gone")
     staged = client.get(f"sentq:job:{job}:in:1")
     client.delete(f"sentq:job:{job}:in:1")
     assert jobs.get(client, job).state.value == "failed"
@@ -786,3 +764,23 @@ def test_a_download_holds_at_most_its_byte_budget(
     assert lines == list(range(1, 4001))
     assert sum(per_poll) > 20 * budget // 3  # the texts do weigh more than the budget, many times over
     assert max(per_poll) <= budget, per_poll
+
+
+def failed_by_hand(url: str, tmp_path: Path, queue: str, why: str) -> tuple[Path, str, redis.Redis]:
+    """A job of 30 texts in 3 chunks on ``queue`` (nobody consumes it), chunks 0 and 2 scored and chunk 1 failed by
+    hand through the ledger's own steps: the job is failed. Returns its input, its id and a client."""
+    import numpy as np
+
+    from sentq import ledger, rows
+
+    src = tmp_path / "t.txt"
+    src.write_text("".join(f"great product {i}\n" for i in range(30)))
+    job = run_sentq(["submit", str(src), "--chunk-size", "10"], url, SENTQ_QUEUE=queue).stdout.strip()
+    client = redis.Redis.from_url(url)
+    scored = rows.pack_result("v1", rows.score_codes(np.full(10, 0.9)))
+    for index in (0, 2):
+        ledger.claim(client, job, index, holder="t/1")
+        assert ledger.complete(client, job, index, rows=scored, texts=10, compute_s=0.0, wait_s=0.0)
+    ledger.fail(client, job, 1, why)
+    assert jobs.get(client, job).state.value == "failed"
+    return src, job, client
