@@ -196,6 +196,14 @@ def score_batch(settings: Settings, texts: list[str]) -> str:
             f"text #{too_long + 1} has {len(texts[too_long]):,} characters, over the limit of "
             f"{settings.max_text_chars:,} (SENTQ_MAX_TEXT_CHARS); shorten or split it"
         )
+    from sentq.rows import MAX_CHUNK_CHARS
+
+    total = sum(map(len, texts))
+    if total > MAX_CHUNK_CHARS:  # the worker refuses such a batch (worker.batch_score): say so before queueing it
+        raise InputError(
+            f"the batch holds {total:,} characters, over the {MAX_CHUNK_CHARS:,} one task takes; split it, or submit "
+            "a job for more (POST /v1/jobs, sentq submit)"
+        )
     task_id = uuid()
     client = connect(settings)
     try:

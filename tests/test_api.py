@@ -73,6 +73,8 @@ def test_seed_endpoints(api: ApiServer, worker: Worker) -> None:
         assert_problem(http.get("/result/never-issued"), 404, "never issued")
         assert_problem(http.post("/score-batch", json={"texts": ["x"]}), 422, "list")
         assert_problem(http.post("/score-batch", json=["x" * 20_000]), 422, "text #1", "SENTQ_MAX_TEXT_CHARS")
+        # over what one task takes in all: refused here, not queued for the worker to refuse
+        assert_problem(http.post("/score-batch", json=["great product " * 700] * 900), 422, "8,000,000 one task takes")
 
 
 def test_upload_200k_lines_streamed_back_in_order_and_resumed(api: ApiServer, worker: Worker) -> None:
