@@ -97,6 +97,12 @@ def monitored(client: redis.Redis) -> set[str] | None:
 def unavailable(url: str, exc: BaseException, *, hint: str = "") -> BrokerUnavailableError:
     """The one message for an unreachable Redis or broker (``hint``: what to check, when the caller knows better)."""
     detail = mask_secrets(str(exc)).strip().rstrip(".") or type(exc).__name__
+    if isinstance(exc, redis.OutOfMemoryError):  # it answers, but refuses writes: not a connection problem
+        return BrokerUnavailableError(
+            f"{mask_url(url)} is full (maxmemory, noeviction): {detail}. Free memory: forget finished jobs "
+            "(`sentq forget`, the console), shorten SENTQ_RESULT_EXPIRES or lower SENTQ_JOB_MAX_BYTES, or give Redis "
+            "more maxmemory."
+        )
     if hint:
         pass
     elif isinstance(exc, redis.AuthenticationError):

@@ -280,3 +280,16 @@ def test_retrain_data_over_its_limit_is_refused_by_the_cli_before_it_is_read(red
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert str(data) in proc.stderr and "1,000 bytes" in proc.stderr and "SENTQ_RETRAIN_MAX_BYTES" in proc.stderr
     assert not redis.Redis.from_url(redis_url).keys("sentq:retrain-data:*")
+
+
+def test_a_full_redis_is_told_as_full_not_as_unreachable(own_redis_url: str, tmp_path: Path) -> None:
+    """Redis at maxmemory answers but refuses writes: the user is told it is full and how to free it, not to check
+    whether the server runs (exit 3 as for any store that cannot take the job)."""
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"this text is fine and it repeats\n" * 200_000)  # 6.6 MB
+    client, _ = cap_memory(own_redis_url, 1 * MiB)
+    proc = run_sentq(["submit", str(big)], own_redis_url)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "is full (maxmemory, noeviction)" in proc.stderr and "sentq forget" in proc.stderr, proc.stderr
+    assert "Is the server running" not in proc.stderr and "Traceback" not in proc.stderr
+    client.close()
