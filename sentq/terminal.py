@@ -285,6 +285,7 @@ def follow_job(
             on_disconnect=lost,
             on_stall=stalled,
             stall_after_s=settings.stall_after_s,
+            write=sink.rows_of,
         ):
             sink.write(rows)
     except KeyboardInterrupt:
