@@ -6,7 +6,8 @@
    process, and `GET /v1/jobs/JOB/results` as JSONL and as CSV from a `sentq api` (read with httpx). Each is a rate
    and "worker cores it keeps up with": its rate / one core's predict_proba rate in the same run (bench/limit.py's
    scoring alone). Every download is checked: its rows count, and the JSONL and CSV files are the same bytes as the
-   API's.
+   API's. Then the floors no row building can beat: the same fetches from Redis alone, and writing as many bytes
+   as the JSONL to a file alone (with the start-up: the fastest a `sentq wait -o` that built nothing would be).
 
 Run alone: `python bench/download.py [--quick]` (its own redis-server and `sentq worker -c 2`; `--quick`: 200k
 lines).
@@ -47,6 +48,7 @@ class Download:
     name: str
     rows_s: float
     digest: str  # of the bytes downloaded ("" for dicts)
+    size: int = 0  # bytes
 
 
 def best(runs: int, once: Callable[[], tuple[float, int, str]], rows: int, name: str) -> Download:
@@ -87,14 +89,44 @@ def finished_job(bench: Bench) -> tuple[str, int]:
 
 def cli_download(bench: Bench, job_id: str, rows: int, suffix: str) -> Download:
     out = bench.tmp / f"download.{suffix}"
+    size = 0
 
     def once() -> tuple[float, int, str]:
+        nonlocal size
         timed = check(bench.sentq(["wait", job_id, "-o", str(out)], name="dl-wait"), "sentq wait")
         lines, digest = file_digest(out)
+        size = out.stat().st_size
         out.unlink()
         return timed.wall_s, lines - (suffix == "csv"), digest
 
-    return best(RUNS, once, rows, f"sentq wait JOB -o x.{suffix}")
+    found = best(RUNS, once, rows, f"sentq wait JOB -o x.{suffix}")
+    return Download(found.name, found.rows_s, found.digest, size)
+
+
+def floors(bench: Bench, job_id: str, rows: int, jsonl_bytes: int) -> tuple[float, float]:
+    """What no row building can beat, in rows/s (best of 3): the chunks' results and staged inputs fetched from Redis
+    as the follower does (MGETs of 40 chunks, nothing built), and writing the JSONL's bytes to a file (700 KB at a
+    time, what a chunk's rows weigh)."""
+    from sentq import keys
+
+    chunks = int(bench.client.hget(keys.job(job_id), "total_chunks") or 0)
+    fetch = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        for first in range(0, chunks, 40):
+            indexes = range(first, min(first + 40, chunks))
+            bench.client.mget([keys.chunk_output(job_id, i) for i in indexes])
+            bench.client.mget([keys.chunk_input(job_id, i) for i in indexes])
+        fetch.append(time.perf_counter() - started)
+    block, out, write = bytes(700_000), bench.tmp / "floor.jsonl", []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        with open(out, "wb") as f:
+            for _ in range(jsonl_bytes // len(block) + 1):
+                f.write(block)
+        write.append(time.perf_counter() - started)
+        out.unlink()
+    return rows / min(fetch), rows / min(write)
 
 
 def start_up(bench: Bench) -> float:
@@ -169,6 +201,7 @@ def measure(bench: Bench, results: Results) -> None:
         csv = cli_download(bench, job_id, rows, "csv")
         dicts = rows_download(bench, job_id, rows)
         api_jsonl, api_csv = api_downloads(bench, job_id, rows)
+        fetch_s, write_s = floors(bench, job_id, rows, jsonl.size)
     if (jsonl.digest, csv.digest) != (api_jsonl.digest, api_csv.digest):
         raise RuntimeError("sentq wait -o and the API's /results gave different bytes for the same job")
     for found, unit, goal in (
@@ -190,6 +223,13 @@ def measure(bench: Bench, results: Results) -> None:
             f">= {goal:,} {unit}",
             found.rows_s >= goal,
         )
+    ceiling = rows / (fixed_s + rows / fetch_s + rows / write_s)
+    results.add(
+        "9",
+        "download floors: Redis fetch alone / JSONL file write alone",
+        f"{fetch_s:,.0f} / {write_s:,.0f} rows/s",
+        f"with the start-up, a JSONL sentq wait -o building nothing: {ceiling:,.0f} rows/s",
+    )
     results.notes.append(
         f"9: worker cores = the rate / one core's predict_proba alone in the same run ({scoring:,.0f} texts/s); "
         f"sentq wait -o is the whole command (start-up included); job.rows() iterates in the bench's process; the "
