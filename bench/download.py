@@ -49,6 +49,7 @@ class Download:
     rows_s: float
     digest: str  # of the bytes downloaded ("" for dicts)
     size: int = 0  # bytes
+    cpu_s: float = float("nan")  # the command's CPU seconds (user + system; GNU time), in its fastest run
 
 
 def best(runs: int, once: Callable[[], tuple[float, int, str]], rows: int, name: str) -> Download:
@@ -89,18 +90,18 @@ def finished_job(bench: Bench) -> tuple[str, int]:
 
 def cli_download(bench: Bench, job_id: str, rows: int, suffix: str) -> Download:
     out = bench.tmp / f"download.{suffix}"
-    size = 0
+    size, cpu = 0, {}
 
     def once() -> tuple[float, int, str]:
         nonlocal size
         timed = check(bench.sentq(["wait", job_id, "-o", str(out)], name="dl-wait"), "sentq wait")
         lines, digest = file_digest(out)
-        size = out.stat().st_size
+        size, cpu[timed.wall_s] = out.stat().st_size, timed.cpu_s
         out.unlink()
         return timed.wall_s, lines - (suffix == "csv"), digest
 
     found = best(RUNS, once, rows, f"sentq wait JOB -o x.{suffix}")
-    return Download(found.name, found.rows_s, found.digest, size)
+    return Download(found.name, found.rows_s, found.digest, size, cpu[min(cpu)])
 
 
 def floors(bench: Bench, job_id: str, rows: int, jsonl_bytes: int) -> tuple[float, float]:
@@ -118,12 +119,16 @@ def floors(bench: Bench, job_id: str, rows: int, jsonl_bytes: int) -> tuple[floa
             bench.client.mget([keys.chunk_output(job_id, i) for i in indexes])
             bench.client.mget([keys.chunk_input(job_id, i) for i in indexes])
         fetch.append(time.perf_counter() - started)
-    block, out, write = bytes(700_000), bench.tmp / "floor.jsonl", []
+    # As many bytes as the JSONL, in memory pages of their own (one 700 KB block written again and again would be
+    # read from the CPU's cache, which a download's rows never are).
+    data, out, write = bytearray(jsonl_bytes), bench.tmp / "floor.jsonl", []
+    data[::4096] = b"x" * len(range(0, jsonl_bytes, 4096))
+    view = memoryview(data)
     for _ in range(RUNS):
         started = time.perf_counter()
         with open(out, "wb") as f:
-            for _ in range(jsonl_bytes // len(block) + 1):
-                f.write(block)
+            for at in range(0, jsonl_bytes, 700_000):
+                f.write(view[at : at + 700_000])
         write.append(time.perf_counter() - started)
         out.unlink()
     return rows / min(fetch), rows / min(write)
@@ -212,9 +217,10 @@ def measure(bench: Bench, results: Results) -> None:
         (api_csv, "rows/s", TARGET_ROWS_S),
     ):
         less = ""
-        if found in (jsonl, csv):  # the same command's start-up, measured on a two-row job, taken out
+        if found in (jsonl, csv):  # the same command's start-up, measured on a two-row job, taken out; its CPU time
             rest = rows / found.rows_s - fixed_s
             less = f"; {rows / rest:,.0f} {unit} less its {fixed_s * 1000:.0f} ms start-up" if rest > 0 else ""
+            less += f"; {found.cpu_s / rows * 1e6:.2f} CPU-s (whole command) per 1M rows"
         results.add(
             "9",
             f"download {found.name}, {rows:,} rows",
