@@ -68,7 +68,7 @@ def result_csv(output: bytes, payload: bytes | None, *, raw: bool = False) -> by
     args[1::3] = texts
     args[2::3] = map(tails.__getitem__, plain.codes)
     try:
-        return rows.row_template(b"%d,%b%b", len(texts)) % tuple(args)
+        return rows.fill_rows(b"%d,%b%b", args, 3)
     except TypeError:  # a code no worker writes: the JSON path says so
         return to_csv(rows.result_rows(output, payload), raw=raw)
 
@@ -87,7 +87,7 @@ def _not_quoted_for(sep: bytes) -> bytes:
     return bytes(c for c in range(256) if c not in (sep[0], ord(","), ord('"')))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def csv_tails(model: str) -> list[bytes | None] | None:
     """code -> the end of a CSV line from its score on (None: not a valid code), for one model version, as to_csv
     writes it; None if the model's name needs quoting (no worker names one so; to_csv then does it)."""

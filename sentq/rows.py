@@ -319,18 +319,33 @@ def _plain_jsonl(plain: PlainChunk) -> bytes | None:
     args[1::3] = plain.texts
     args[2::3] = map(tails.__getitem__, plain.codes)
     try:
-        return row_template(b'{"line":%d,"text":"%b%b', len(plain.texts)) % tuple(args)
+        return fill_rows(b'{"line":%d,"text":"%b%b', args, 3)
     except TypeError:  # a code no worker writes: the text-by-text path says so
         return None
 
 
+# A cached template holds at most this many rows (~200 KB): a larger chunk (up to SENTQ_CHUNK_SIZE's 1,000,000 texts)
+# is formatted this many rows at a time, so the cache stays small whatever the chunk sizes.
+TEMPLATE_ROWS = 8192
+
+
+def fill_rows(row: bytes, args: list[object], per_row: int) -> bytes:
+    """Rows made by % of ``row`` (``per_row`` fields) repeated over ``args``: every row's fields, in order."""
+    count = len(args) // per_row
+    if count <= TEMPLATE_ROWS:
+        return _template(row, count) % tuple(args)
+    step = TEMPLATE_ROWS * per_row
+    pieces = (args[at : at + step] for at in range(0, len(args), step))
+    return b"".join(_template(row, len(piece) // per_row) % tuple(piece) for piece in pieces)
+
+
 @functools.lru_cache(maxsize=16)
-def row_template(row: bytes, count: int) -> bytes:
-    """``row`` repeated ``count`` times: one % formats a chunk's rows (chunks of a job are mostly of one size)."""
+def _template(row: bytes, count: int) -> bytes:
+    """``row`` repeated ``count`` times (chunks of a job are mostly of one size)."""
     return row * count
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def jsonl_tails(model: str) -> list[bytes | None]:
     """code -> the end of a JSONL row from its score on (None: not a valid code), for one model version."""
     tails: list[bytes | None] = [None] * (_POSITIVE + 10001)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import csv
 import io
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentq import export, inputs, jobs
+from sentq import export, inputs, jobs, rows
 from sentq.errors import InputError
 from sentq.export import neutralized
 from sentq.inputs import Chunk, RawLines, TextSource
@@ -236,7 +237,7 @@ def test_rows_built_from_columns_are_the_straightforward_rows(
     assert result_count(stored) == len(dicts)
 
 
-def test_plain_chunks_take_the_column_path() -> None:
+def test_plain_chunks_take_the_column_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Texts with quotes, commas, backslashes, formula starts and multi-byte characters, staged raw or binary, are
     plain (built from columns), and still the straightforward rows; a control character, a padded or blank raw line,
     or a failed text sends a chunk the text-by-text way."""
@@ -247,7 +248,8 @@ def test_plain_chunks_take_the_column_path() -> None:
         encode_raw(RawLines(5, len(texts), 0, "\n".join(texts).encode() + b"\n")),
         encode_chunk(Chunk(0, [3 * i + 1 for i in range(len(texts))], texts)),
     ]
-    for payload in staged:
+    for payload, template_rows in itertools.product(staged, [8192, 3]):  # a chunk longer than a template, too
+        monkeypatch.setattr(rows, "TEMPLATE_ROWS", template_rows)
         assert plain_chunk(stored, payload, bytes) is not None
         for raw_csv in (False, True):
             jsonl, csv_lines, dicts = _reference(payload, codes, "v3", raw_csv=raw_csv)
