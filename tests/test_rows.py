@@ -266,6 +266,19 @@ def test_plain_chunks_take_the_column_path(monkeypatch: pytest.MonkeyPatch) -> N
     assert plain_chunk(pack_result("v3", bytes(2) + FAILED), encode_raw(RawLines(1, 2, 0, b"a\nb\n")), bytes) is None
 
 
+def test_a_text_ending_in_quote_comma_space_keeps_its_row() -> None:
+    """Texts were cut out of one json.dumps of them all at '", "': a text ending '", ' (its quote escaped) was cut
+    there too, and the rows got shifted texts (found by the property test above)."""
+    texts = ['say "yes", ', "next", 'a\\", ', "last"]
+    lines = [1, 2, 3, 4]
+    payload = encode_chunk(Chunk(0, lines, texts))
+    stored = pack_result("v1", array.array("H", [1, 2, 3, 4]).tobytes())
+    rows_made = [json.loads(row) for row in result_rows(stored, payload).splitlines()]
+    assert [row["text"] for row in rows_made] == texts
+    assert format_rows(lines, texts, np.array([0.1, 0.2, 0.3, 0.4]), "v1").count(b"\n") == 4
+    assert [json.loads(row)["text"] for row in format_rows(lines, texts, np.zeros(4), "v1").splitlines()] == texts
+
+
 def test_csv_rows_from_a_line_keep_quoted_line_breaks() -> None:
     """A resumed CSV download cuts a chunk at rows, not at line breaks inside a quoted text."""
     chunk = b'7,"two\r\nlines, 8,",0.5,positive,v1\r\n8,plain,0.1,negative,v1\r\n9,"""q""",0.2,negative,v1\r\n'
