@@ -15,7 +15,9 @@ docstring says how; each runs alone as `python bench/MODULE.py [--quick]`):
 6. `sentq status JOB` on a 2,000-chunk job, next to `python -c pass` (bench/status.py);
 7. Redis memory per text in flight and per result row (bench/redis_memory.py);
 8. per-task cost at chunks of 1 to 20,000 next to a burst of Celery no-op tasks (bench/per_task.py, which also
-   runs the job of chunks of 100 whose rate is a row of 2).
+   runs the job of chunks of 100 whose rate is a row of 2);
+9. the downloader: a finished 2M-row job downloaded again by `sentq wait -o` (JSONL, CSV), `job.rows()` and the API's
+   /results, as rates and as the worker cores each keeps up with (bench/download.py).
 
 It prints one table with the issue's targets (PASS/MISS) and writes it to bench/RESULTS.md (`--quick`: a tenth of
 the sizes, written to bench/out/RESULTS-quick.md). Everything it starts is stopped, even on Ctrl-C.
@@ -27,6 +29,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+import download
 import limit_vs_sentq
 import per_task
 import producer
@@ -59,6 +62,7 @@ def run(bench: Bench, results: Results) -> None:
     per_task.small_chunks(bench, results)  # a row of 2 (chunks of 100), in its place after 6
     redis_memory.measure(bench, results)
     per_task.measure(bench, results)
+    download.measure(bench, results)
 
 
 def main() -> int:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from sentq import control, follow, jobs
+from sentq import control, follow, jobs, rows
 from sentq.errors import InputError, JobCancelledError, JobFailedError
 from sentq.inputs import TextSource
 from sentq.jobs import JobRecord, JobState
@@ -109,10 +109,8 @@ class Job:
         partial result for a whole one (``failures()`` says which lines are missing). Raises JobCancelledError,
         InputError (the input went bad part-way), JobTimeoutError past ``timeout`` seconds (the job keeps running).
         """
-        for jsonl in follow.follow(self._client, self.id, timeout_s=timeout):
-            if jsonl.strip():
-                # One json.loads per chunk (its rows made into one array), not one per row, as export does.
-                yield from json.loads(b"[" + jsonl.rstrip(b"\n").replace(b"\n", b",") + b"]")
+        for chunk in follow.follow(self._client, self.id, timeout_s=timeout, write=rows.result_dicts):
+            yield from chunk
         record, failed = control.status(self.settings, self.id)
         if failed:
             raise _failed(record, failed)

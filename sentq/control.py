@@ -275,8 +275,17 @@ def status(settings: Settings, job_id: str) -> tuple[jobs.JobRecord, dict[int, l
     return record, jobs.failures(client, job_id) if record.chunks_failed else {}
 
 
-def results(settings: Settings, job_id: str, *, from_line: int = 1, yield_idle: bool = False) -> Iterator[bytes]:
-    """The job's rows as JSONL, chunk by chunk in input order as workers finish them, from input line ``from_line``.
+def results(
+    settings: Settings,
+    job_id: str,
+    *,
+    from_line: int = 1,
+    yield_idle: bool = False,
+    fmt: str = "jsonl",
+    raw_csv: bool = False,
+) -> Iterator[bytes]:
+    """The job's rows as JSONL (or CSV lines, no header: ``fmt``, ``raw_csv`` as export.Sink takes them), chunk by chunk
+    in input order as workers finish them, from input line ``from_line``.
 
     Checks the job exists before the first row (JobNotFoundError), so a caller can answer 404 before it streams.
     ``yield_idle``: ``b""`` instead of sleeping while no chunk is ready (see ``follow.follow``).
@@ -288,7 +297,8 @@ def results(settings: Settings, job_id: str, *, from_line: int = 1, yield_idle: 
     start = _chunk_of_line(client, record, from_line) if from_line > 1 else 0
 
     def rows() -> Iterator[bytes]:
-        for chunk in follow.follow(client, job_id, start_index=start, yield_idle=yield_idle):
+        write = export.result_writer(fmt, raw_csv=raw_csv)
+        for chunk in follow.follow(client, job_id, start_index=start, yield_idle=yield_idle, write=write):
             if not chunk:
                 yield chunk  # idle: the caller waits
             elif from_line > 1 and export.line_of(chunk) < from_line:

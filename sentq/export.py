@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import itertools
 import json
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sentq import rows
 from sentq.errors import InputError
 
 COLUMNS = ("line", "text", "score", "label", "model")
@@ -43,14 +48,91 @@ def to_csv(jsonl: bytes, *, raw: bool = False) -> bytes:
     return buf.getvalue().encode()
 
 
+def result_csv(output: bytes, payload: bytes | None, *, raw: bool = False) -> bytes:
+    """A chunk's CSV lines from its stored result and staged input: ``to_csv`` of its JSONL rows, byte for byte, built
+    from the columns of a plain chunk (rows.plain_chunk) without making JSON first."""
+    plain = rows.plain_chunk(output, payload, _csv_escape)
+    tails = None if plain is None else csv_tails(plain.model)
+    if plain is None or tails is None:
+        return to_csv(rows.result_rows(output, payload), raw=raw)
+    texts = plain.texts
+    if not raw:  # a formula start: the control characters among them never reach here
+        for found in _FORMULA.finditer(plain.firsts):
+            texts[found.start()] = b"'" + texts[found.start()]
+    # A text holding a comma or a quote is quoted, as csv.writer does (its quotes were doubled with the whole chunk)
+    marks = plain.joined.translate(None, _not_quoted_for(plain.sep)).split(plain.sep)
+    for i in itertools.compress(range(len(texts)), marks):
+        texts[i] = b'"' + texts[i] + b'"'
+    args: list[object] = [None] * (3 * len(texts))
+    args[0::3] = plain.lines
+    args[1::3] = texts
+    args[2::3] = map(tails.__getitem__, plain.codes)
+    try:
+        return rows.fill_rows(b"%d,%b%b", args, 3)
+    except TypeError:  # a code no worker writes: the JSON path says so
+        return to_csv(rows.result_rows(output, payload), raw=raw)
+
+
+_FORMULA = re.compile(rb"[=+\-@]")  # FORMULA_STARTS without the control characters
+
+
+def _csv_escape(data: bytes) -> bytes:
+    return data.replace(b'"', b'""')
+
+
+@functools.cache
+def _not_quoted_for(sep: bytes) -> bytes:
+    """Every byte but the separator and those that make csv.writer quote a field (its line ends have no place in a
+    plain chunk)."""
+    return bytes(c for c in range(256) if c not in (sep[0], ord(","), ord('"')))
+
+
+@functools.lru_cache(maxsize=4)
+def csv_tails(model: str) -> list[bytes | None] | None:
+    """code -> the end of a CSV line from its score on (None: not a valid code), for one model version, as to_csv
+    writes it; None if the model's name needs quoting (no worker names one so; to_csv then does it)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["", "", model])
+    if buf.getvalue() != f",,{model}\r\n":
+        return None
+    scores, labels = rows.score_values()
+    return [
+        None if score is None else f",{score!r},{label},{model}\r\n".encode()
+        for score, label in zip(scores, labels, strict=True)
+    ]
+
+
+def result_writer(fmt: str, *, raw_csv: bool = False) -> Callable[[bytes, bytes | None], bytes]:
+    """What makes a chunk's rows in ``fmt`` ("jsonl" or "csv") from its stored result and staged input."""
+    return rows.result_rows if fmt == "jsonl" else functools.partial(result_csv, raw=raw_csv)
+
+
 def line_of(row: bytes) -> int:
-    """The input line of a JSONL row (or of a chunk's first row) without parsing it: rows start ``{"line":N,``."""
-    return int(row[8 : row.index(b",")])
+    """The input line of a JSONL or CSV row (or of a chunk's first row) without parsing it: JSONL rows start
+    ``{"line":N,``, CSV lines ``N,``."""
+    return int(row[8 : row.index(b",")]) if row.startswith(b"{") else int(row[: row.index(b",")])
 
 
-def rows_from_line(jsonl: bytes, first_line: int) -> bytes:
-    """The rows of a chunk whose input line is ``first_line`` or later."""
-    return b"".join(row for row in jsonl.splitlines(keepends=True) if line_of(row) >= first_line)
+def rows_from_line(chunk: bytes, first_line: int) -> bytes:
+    """The rows of a chunk (JSONL, or CSV lines) whose input line is ``first_line`` or later."""
+    if chunk.startswith(b"{"):
+        return b"".join(row for row in chunk.splitlines(keepends=True) if line_of(row) >= first_line)
+    # CSV: a quoted text may hold line breaks, so the chunk is cut only where a line break ends a row
+    return b"".join(row for row in _csv_rows(chunk) if line_of(row) >= first_line)
+
+
+def _csv_rows(chunk: bytes) -> list[bytes]:
+    """A chunk's CSV lines, one per row: a line break ends a row where the quotes before it are balanced (a quoted
+    text may hold line breaks)."""
+    found: list[bytes] = []
+    start = scanned = quotes = 0
+    while (end := chunk.find(b"\r\n", scanned)) >= 0:
+        quotes += chunk.count(b'"', scanned, end)
+        scanned = end + 2
+        if quotes % 2 == 0:
+            found.append(chunk[start:scanned])
+            start = scanned
+    return found
 
 
 def format_for(path: Path | None, fmt: str | None) -> str:
@@ -65,13 +147,15 @@ def format_for(path: Path | None, fmt: str | None) -> str:
 
 
 class Sink:
-    """Where rows go; JSONL bytes pass straight through, CSV is converted one chunk at a time."""
+    """Where rows go: ``rows_of`` makes a chunk's rows in the sink's format (given to follow.follow as its ``write``,
+    counting them), ``write`` writes them."""
 
     def __init__(self, path: Path | None, fmt: str, *, raw_csv: bool = False) -> None:
         self.path = path
         self.fmt = fmt
         self.raw_csv = raw_csv
         self.rows = 0
+        self._make = result_writer(fmt, raw_csv=raw_csv)
         if path is None:
             self._file: BinaryIO = sys.stdout.buffer
         else:
@@ -82,9 +166,13 @@ class Sink:
         if fmt == "csv":
             self._file.write(CSV_HEADER)
 
-    def write(self, jsonl: bytes) -> None:
-        self.rows += jsonl.count(b"\n")
-        self._file.write(jsonl if self.fmt == "jsonl" else to_csv(jsonl, raw=self.raw_csv))
+    def rows_of(self, output: bytes, payload: bytes | None) -> bytes:
+        made = self._make(output, payload)
+        self.rows += rows.result_count(output)
+        return made
+
+    def write(self, made: bytes) -> None:
+        self._file.write(made)
 
     def close(self) -> None:
         self._file.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import redis
 
@@ -38,6 +38,8 @@ FOLLOW_CHUNKS = 256
 # written tens of milliseconds after it is queued, so a first wait of a whole poll_s would be most of its wall time.
 FIRST_POLL_S = 0.01
 
+T = TypeVar("T")
+
 
 @dataclass
 class Progress:
@@ -60,8 +62,11 @@ def follow(
     on_stall: Callable[[str], None] | None = None,
     start_index: int = 0,
     yield_idle: bool = False,
-) -> Iterator[bytes]:
-    """Yield the job's JSONL rows chunk by chunk, in input order, as workers finish them (never all in memory).
+    write: Callable[[bytes, bytes | None], T] = rows.result_rows,  # type: ignore[assignment]  # T is bytes then
+) -> Iterator[T]:
+    """Yield the job's rows chunk by chunk, in input order, as workers finish them (never all in memory): what
+    ``write`` makes of each chunk's stored result and staged input (default: JSONL bytes, rows.result_rows;
+    export.result_csv makes CSV lines, rows.result_dicts dicts), so each format is built from the columns once.
 
     Returns when every chunk is written or recorded failed; raises JobCancelledError if the job is cancelled,
     JobTimeoutError past ``timeout_s``, JobNotFoundError if it expired. Each poll is one pipelined round trip.
@@ -69,7 +74,7 @@ def follow(
     whose records vanish meanwhile (a Redis restarted without persistence) is JobLostError, never "done". A job that
     makes no progress for ``stall_after_s`` gets ``on_stall`` with why, in words (no worker on its queue?).
     ``start_index`` skips the chunks before it (a resumed download). With ``yield_idle`` it never sleeps: it yields
-    ``b""`` where it would wait, so an async caller can wait without holding a thread.
+    ``b""`` where it would wait, so an async caller can wait without holding a thread (a bytes ``write`` only).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     next_index = start_index
@@ -120,7 +125,7 @@ def follow(
                     f"state in Redis: once it is back, reattach with `sentq wait {job_id}`"
                 ) from None
             if yield_idle:
-                yield b""
+                yield cast(T, b"")
             else:
                 time.sleep(1.0)
             continue
@@ -142,7 +147,7 @@ def follow(
             if output is not None and rows.is_packed(output) and next_index not in staged:
                 break  # done, but past this poll's byte budget: the next poll fetches it
             if output is not None:
-                yield chunk_rows(job_id, next_index, output, staged.pop(next_index, None))
+                yield chunk_rows(job_id, next_index, output, staged.pop(next_index, None), write)
             elif next_index in failed:
                 # Recorded failed after this poll read its output? A chunk with lines that failed alone keeps the
                 # rows of its other texts: only one with no rows at all is left out.
@@ -151,7 +156,7 @@ def follow(
                     client.mget([keys.chunk_output(job_id, next_index), keys.chunk_input(job_id, next_index)]),
                 )
                 if late is not None and rows.is_packed(late):
-                    yield chunk_rows(job_id, next_index, late, texts)
+                    yield chunk_rows(job_id, next_index, late, texts, write)
                 else:
                     skipped.append(next_index)  # the job ends failed and `sentq status JOB` shows why
             elif record.state in (JobState.DONE, JobState.FAILED):  # every chunk accounted for, this one gone
@@ -202,16 +207,19 @@ def follow(
         if moved:
             idle_s = min(FIRST_POLL_S, poll_s)
         elif yield_idle:
-            yield b""
+            yield cast(T, b"")
         else:
             time.sleep(idle_s)
             idle_s = min(idle_s * 2, poll_s)
 
 
-def chunk_rows(job_id: str, index: int, output: bytes, staged: bytes | None) -> bytes:
-    """A finished chunk's JSONL rows, from its result and its staged texts (JobNotFoundError if they do not match)."""
+def chunk_rows(
+    job_id: str, index: int, output: bytes, staged: bytes | None, write: Callable[[bytes, bytes | None], T]
+) -> T:
+    """A finished chunk's rows as ``write`` makes them from its result and staged texts (JobNotFoundError if they do
+    not match)."""
     try:
-        return rows.result_rows(output, staged)
+        return write(output, staged)
     except ValueError as exc:
         raise JobNotFoundError(f"the rows of chunk {index} of job {job_id} are lost: {exc}") from None
 

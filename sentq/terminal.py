@@ -258,6 +258,26 @@ def print_job_id(job_id: str) -> None:
         print(job_id, flush=True)
 
 
+# glibc gives freed heap back to the OS once 2x the largest block freed so far is free at its top, and maps each
+# block over 128 KB (at first) afresh: a waiter frees ~1.5 MB of buffers a chunk (its texts, their copies, its rows),
+# so every byte of a download was faulted in anew (87,000 page faults, a fifth of `sentq wait -o x.jsonl`'s CPU for 2M
+# rows). Kept up to these sizes instead (the waiter's peak RSS is unchanged: bench/download.py, bench/producer.py).
+_MALLOC_TRIM_BYTES = 64 << 20
+_MALLOC_MMAP_BYTES = 4 << 20
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep freed memory for reuse in this process (a no-op elsewhere: another allocator)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-1, _MALLOC_TRIM_BYTES)  # M_TRIM_THRESHOLD
+    mallopt(-3, _MALLOC_MMAP_BYTES)  # M_MMAP_THRESHOLD
+
+
 def follow_job(
     settings: Settings,
     job_id: str,
@@ -278,6 +298,7 @@ def follow_job(
     from sentq.render import ProgressView
 
     sink = Sink(output, format_for(output, out_format), raw_csv=raw_csv)
+    keep_freed_memory()
     view = ProgressView(err, job_id)
     try:
         lost = lambda exc: view.say(f"[yellow]lost Redis ({escape(str(exc))}); retrying for 30 s[/yellow]")  # noqa: E731
@@ -291,6 +312,7 @@ def follow_job(
             on_disconnect=lost,
             on_stall=stalled,
             stall_after_s=settings.stall_after_s,
+            write=sink.rows_of,
         ):
             sink.write(rows)
     except KeyboardInterrupt:

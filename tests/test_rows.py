@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import array
+import csv
+import io
+import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +15,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentq import inputs, jobs
+from sentq import export, inputs, jobs, rows
 from sentq.errors import InputError
-from sentq.inputs import Chunk, TextSource
-from sentq.rows import FAILED, decode_chunk, encode_chunk, format_rows, pack_result, result_rows, score_codes
+from sentq.export import neutralized
+from sentq.inputs import Chunk, RawLines, TextSource
+from sentq.rows import (
+    FAILED,
+    decode_chunk,
+    encode_chunk,
+    encode_raw,
+    format_rows,
+    pack_result,
+    plain_chunk,
+    result_count,
+    result_dicts,
+    result_rows,
+    score_codes,
+)
 
 AWKWARD = ["", 'say "hi"', "back\\slash", "two\nlines", "tab\there", "café 日本 🙂", "\x1e", "\u2028 sep", '", "']
 
@@ -147,3 +165,123 @@ def test_stored_result_makes_the_rows_a_waiter_writes() -> None:
         result_rows(stored, None)
     with pytest.raises(ValueError, match="corrupt"):
         result_rows(stored[:-2], payload)
+
+
+# What the downloader makes of a stored result, written the straightforward way: json.dumps and csv.writer per row.
+def _reference(payload: bytes, codes: list[int], model: str, *, raw_csv: bool) -> tuple[bytes, bytes, list[dict]]:
+    lines, texts = decode_chunk(payload)
+    jsonl, dicts, buf = [], [], io.StringIO()
+    writer = csv.writer(buf)
+    for line, text, code in zip(lines, texts, codes, strict=True):
+        if code == 0xFFFF:
+            continue
+        score, label = f"{(code & 0x7FFF) / 10000:.4f}", "positive" if code & 0x8000 else "negative"
+        row = f'{{"line":{line},"text":{json.dumps(text, ensure_ascii=False)},"score":{score},"label":"{label}"'
+        jsonl.append(f'{row},"model":"{model}"}}\n'.encode())
+        dicts.append(json.loads(jsonl[-1]))
+        writer.writerow([line, text if raw_csv else neutralized(text), float(score), label, model])
+    return b"".join(jsonl), buf.getvalue().encode(), dicts
+
+
+# Pieces of texts that need care in JSON (quotes, backslashes, control characters), in CSV (commas, quotes, line
+# breaks, formula starts) or in a raw line (whitespace that str.strip() removes), and plain multi-byte text.
+_TRICKY = ['"', ",", "\\", "=", "+", "-", "@", "'", "\t", "\r", " ", "\x00", "\x1f", "\x7f", "\x1e", "\x85", "\u00a0",
+           "\u2028", "\u3000", "\u2009", "’", "“", "é", "日本", "🙂", "plain", "two words", "\u0661"]  # fmt: skip
+
+
+# ...and only those a plain chunk may hold (built from its columns), so that path is taken often.
+_PRINTABLE = [piece for piece in _TRICKY if piece.isprintable() and piece != " "]
+
+
+@given(
+    texts=st.sampled_from([(_TRICKY, 0), (_PRINTABLE, 1)]).flatmap(
+        lambda alphabet: st.lists(
+            st.lists(st.sampled_from(alphabet[0]), min_size=alphabet[1], max_size=4).map("".join),
+            min_size=1,
+            max_size=30,
+        )
+    ),
+    staged_raw=st.booleans(),
+    first=st.integers(1, 10**7),
+    data=st.data(),
+    raw_csv=st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_rows_built_from_columns_are_the_straightforward_rows(
+    texts: list[str], staged_raw: bool, first: int, data: st.DataObject, raw_csv: bool
+) -> None:
+    """JSONL, CSV and dicts made of a stored result and its staged input, plain chunks from their columns, others text
+    by text, are byte for byte json.dumps / csv.writer / json.loads of each row: every text kept in order, failed texts
+    left out, raw lines stripped and blank ones skipped as the reader does."""
+    if staged_raw:
+        texts = [t.replace("\r", "") for t in texts]  # a lone \r is a line break: such a file is never staged raw
+        body = "".join(t + "\n" for t in texts).encode()
+        last_break = not texts[-1] or data.draw(st.booleans())  # a file's last line may go without one
+        payload = encode_raw(RawLines(first, len(texts), 0, body if last_break else body[:-1]))
+    else:
+        payload = encode_chunk(
+            Chunk(0, sorted(data.draw(st.sets(st.integers(1, 10**7), min_size=len(texts), max_size=len(texts)))), texts)
+        )
+    scored = len(decode_chunk(payload)[1])
+    code = st.integers(0, 10000).flatmap(lambda c: st.sampled_from([c, c | 0x8000]))
+    codes = data.draw(
+        st.lists(
+            st.one_of(code, st.just(0xFFFF)) if data.draw(st.booleans()) else code, min_size=scored, max_size=scored
+        )
+    )
+    stored = pack_result("v12", array.array("H", codes).tobytes())
+    jsonl, csv_lines, dicts = _reference(payload, codes, "v12", raw_csv=raw_csv)
+    assert result_rows(stored, payload) == jsonl
+    assert export.result_csv(stored, payload, raw=raw_csv) == csv_lines
+    assert result_dicts(stored, payload) == dicts
+    assert result_count(stored) == len(dicts)
+
+
+def test_plain_chunks_take_the_column_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Texts with quotes, commas, backslashes, formula starts and multi-byte characters, staged raw or binary, are
+    plain (built from columns), and still the straightforward rows; a control character, a padded or blank raw line,
+    or a failed text sends a chunk the text-by-text way."""
+    texts = ['say "hi", then', "back\\slash", "=1+1", "-minus", "@at", "+plus", "café 日本 🙂", "’tis", "a,b", '"']
+    codes = [0, 10000, 5000 | 0x8000, 1234, 9999 | 0x8000, 42, 7, 8, 9, 10]
+    stored = pack_result("v3", array.array("H", codes).tobytes())
+    staged = [
+        encode_raw(RawLines(5, len(texts), 0, "\n".join(texts).encode() + b"\n")),
+        encode_chunk(Chunk(0, [3 * i + 1 for i in range(len(texts))], texts)),
+    ]
+    for payload, template_rows in itertools.product(staged, [8192, 3]):  # a chunk longer than a template, too
+        monkeypatch.setattr(rows, "TEMPLATE_ROWS", template_rows)
+        assert plain_chunk(stored, payload, bytes) is not None
+        for raw_csv in (False, True):
+            jsonl, csv_lines, dicts = _reference(payload, codes, "v3", raw_csv=raw_csv)
+            assert result_rows(stored, payload) == jsonl
+            assert export.result_csv(stored, payload, raw=raw_csv) == csv_lines
+            assert result_dicts(stored, payload) == dicts
+    # every character str.strip() removes, at either end of a raw line (a control character anywhere)
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace() and c != 0x0A]
+    for odd in ["tab\there", *[f"{c}x" for c in spaces], *[f"x{c}" for c in spaces]]:
+        payload = encode_raw(RawLines(1, 2, 0, f"plain\n{odd}\n".encode()))
+        assert plain_chunk(pack_result("v3", bytes(4)), payload, bytes) is None, repr(odd)
+        assert result_rows(pack_result("v3", bytes(4)), payload) == _reference(payload, [0, 0], "v3", raw_csv=False)[0]
+    assert plain_chunk(pack_result("v3", bytes(4)), encode_raw(RawLines(1, 3, 0, b"a\n\nb\n")), bytes) is None
+    assert plain_chunk(pack_result("v3", bytes(2) + FAILED), encode_raw(RawLines(1, 2, 0, b"a\nb\n")), bytes) is None
+
+
+def test_a_text_ending_in_quote_comma_space_keeps_its_row() -> None:
+    """Texts were cut out of one json.dumps of them all at '", "': a text ending '", ' (its quote escaped) was cut
+    there too, and the rows got shifted texts (found by the property test above)."""
+    texts = ['say "yes", ', "next", 'a\\", ', "last"]
+    lines = [1, 2, 3, 4]
+    payload = encode_chunk(Chunk(0, lines, texts))
+    stored = pack_result("v1", array.array("H", [1, 2, 3, 4]).tobytes())
+    rows_made = [json.loads(row) for row in result_rows(stored, payload).splitlines()]
+    assert [row["text"] for row in rows_made] == texts
+    assert format_rows(lines, texts, np.array([0.1, 0.2, 0.3, 0.4]), "v1").count(b"\n") == 4
+    assert [json.loads(row)["text"] for row in format_rows(lines, texts, np.zeros(4), "v1").splitlines()] == texts
+
+
+def test_csv_rows_from_a_line_keep_quoted_line_breaks() -> None:
+    """A resumed CSV download cuts a chunk at rows, not at line breaks inside a quoted text."""
+    chunk = b'7,"two\r\nlines, 8,",0.5,positive,v1\r\n8,plain,0.1,negative,v1\r\n9,"""q""",0.2,negative,v1\r\n'
+    assert export.rows_from_line(chunk, 8) == b'8,plain,0.1,negative,v1\r\n9,"""q""",0.2,negative,v1\r\n'
+    assert export.rows_from_line(chunk, 7) == chunk
+    assert export.line_of(chunk) == 7

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -187,7 +186,7 @@ def results(
     from sentq import export
 
     fmt = format or ("csv" if accept and "text/csv" in accept and "x-ndjson" not in accept else "jsonl")
-    chunks = control.results(settings, job_id, from_line=from_line, yield_idle=True)
+    chunks = control.results(settings, job_id, from_line=from_line, yield_idle=True, fmt=fmt, raw_csv=raw_csv)
 
     async def body() -> AsyncIterator[bytes]:
         # A thread only for each short step, never while waiting for workers: thousands of open downloads (and
@@ -198,8 +197,6 @@ def results(
             while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
                 if not chunk:
                     await anyio.sleep(POLL_S)
-                elif fmt == "csv":
-                    yield await anyio.to_thread.run_sync(functools.partial(export.to_csv, chunk, raw=raw_csv))
                 else:
                     yield chunk
         except (errors.JobCancelledError, errors.InputError, errors.JobFailedError, errors.JobNotFoundError) as exc:
