@@ -273,9 +273,9 @@ def follow_job(
     On Ctrl-C, ``on_interrupt`` (if given) acts and says what became of the job."""
     from rich.markup import escape
 
-    from sentq import control, follow
+    from sentq import control, follow, jobs
     from sentq.export import Sink, format_for
-    from sentq.render import ProgressView
+    from sentq.render import ProgressView, duration
 
     sink = Sink(output, format_for(output, out_format), raw_csv=raw_csv)
     view = ProgressView(err, job_id)
@@ -293,6 +293,8 @@ def follow_job(
             stall_after_s=settings.stall_after_s,
         ):
             sink.write(rows)
+        # The bar ends on the job's final record (the last poll may have read it a chunk early).
+        view.update(follow.Progress(jobs.get(client, job_id), 0))
     except KeyboardInterrupt:
         view.close()
         said = f"interrupted; job {job_id} keeps running: reattach with `sentq wait {job_id}`"
@@ -315,7 +317,8 @@ def follow_job(
         raise SystemExit(EXIT_FAILED_CHUNKS)
     err.print(
         f"job {job_id} {record.state.value}: {sink.rows:,} rows{where} "
-        f"({record.texts_per_s:,.0f} texts/s since it was submitted, model {record.model_version})"
+        f"in {duration(record.duration_s)} ({record.texts_per_s:,.0f} texts/s since it was submitted, model "
+        f"{record.model_version})"
     )
     if forget and record.state.value == "done":
         freed = control.forget(settings, job_id)
