@@ -349,6 +349,13 @@ def _chunk_of_line(client: redis.Redis, record: jobs.JobRecord, line: int) -> in
     return start
 
 
+def waiting(settings: Settings, record: jobs.JobRecord, where: ledger.Ledger) -> bool:
+    """Whether the job waits for a worker (see ``follow.waiting``)."""
+    from sentq import follow
+
+    return follow.waiting(connect(settings), record, where)
+
+
 def ledger_summary(settings: Settings, job_id: str) -> ledger.Ledger:
     """Where the job's unfinished chunks are: pending, leased (by whom), probed."""
     return ledger.summary(connect(settings), job_id)
@@ -356,9 +363,12 @@ def ledger_summary(settings: Settings, job_id: str) -> ledger.Ledger:
 
 def status_dict(settings: Settings, job_id: str) -> dict[str, Any]:
     """The job as `sentq status JOB --json` and `GET /v1/jobs/{id}` show it: record, failures, ledger."""
+    from sentq import follow
+
     record, failed = status(settings, job_id)
     where = ledger_summary(settings, job_id)
     return record.to_dict() | {
+        "waiting_for_worker": follow.waiting(connect(settings), record, where),
         "failures": {str(k): f.error for k, f in sorted(failed.items())},
         "failed_lines": {str(line): why for f in failed.values() for line, why in sorted(f.lines.items())},
         "ledger": {"pending": where.pending, "leased": {str(k): v for k, v in where.leased.items()}},

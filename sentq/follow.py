@@ -229,6 +229,20 @@ def unserved(client: redis.Redis, record: JobRecord) -> str:
     return "" if ledger.consumers(client, record.queue) else no_worker(record.queue)
 
 
+def waiting(client: redis.Redis, record: JobRecord, where: ledger.Ledger) -> bool:
+    """The job waits for a worker: nothing of it scored lately (``JobRecord.waiting_for_worker``) and no chunk of it
+    held by a live worker (its first chunk being scored is no wait; one a dead worker held is, until re-sent)."""
+    if not record.waiting_for_worker:
+        return False
+    holders = sorted(set(where.leased.values()))
+    if not holders:
+        return True
+    pipe = client.pipeline(transaction=False)
+    for holder in holders:
+        pipe.exists(keys.worker_beat(holder))
+    return not any(pipe.execute())
+
+
 def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:
     """Why a job has not moved for ``idle_s``, in words an operator can act on; None when it is just slow."""
     if not record.queue or record.state not in (JobState.QUEUED, JobState.RUNNING, JobState.STAGING):

@@ -57,9 +57,9 @@ def eta(record: JobRecord) -> str:
     return duration(record.eta_s)
 
 
-def pace(record: JobRecord) -> str:
-    """ "12,345 texts/s lately, ETA 4s" (or: waiting for a worker)."""
-    if record.waiting_for_worker:
+def pace(record: JobRecord, waiting: bool | None = None) -> str:
+    """The recent pace and the ETA, or that the job waits for a worker (``waiting`` as control.waiting found it)."""
+    if record.waiting_for_worker if waiting is None else waiting:
         return "waiting for a worker: nothing of it scored lately"
     return f"{record.recent_texts_per_s:,.0f} texts/s lately, ETA {duration(record.eta_s)}"
 
@@ -82,7 +82,14 @@ def print_jobs(console: Console, records: list[JobRecord]) -> None:
     console.print(table)
 
 
-def print_job(console: Console, record: JobRecord, failures: dict[int, Failure], where: Ledger | None = None) -> None:
+def print_job(
+    console: Console,
+    record: JobRecord,
+    failures: dict[int, Failure],
+    where: Ledger | None = None,
+    *,
+    waiting: bool | None = None,
+) -> None:
     r = record
     style = STATE_STYLE.get(r.state, "")
     if r.total_chunks is not None:
@@ -97,7 +104,8 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, Failure],
         if r.total_texts is not None
         else f"texts      {r.texts_done:,} scored so far",
         f"chunks     {r.chunks_done:,} done, {r.chunks_failed:,} failed, {total} in all (size {r.chunk_size:,})",
-        f"speed      {r.texts_per_s:,.0f} texts/s since submission" + ("" if r.state.finished else f", {pace(r)}"),
+        f"speed      {r.texts_per_s:,.0f} texts/s since submission"
+        + ("" if r.state.finished else f", {pace(r, waiting)}"),
     ]
     if where is not None and not r.state.finished:
         holders = sorted(set(where.leased.values()))

@@ -237,7 +237,8 @@ def status(*, job_id: str | None, as_json: bool, limit: int) -> None:
         print(json.dumps(control.status_dict(settings, job_id), indent=2))
         return
     record, failures = control.status(settings, job_id)
-    render.print_job(out, record, failures, control.ledger_summary(settings, job_id))
+    where = control.ledger_summary(settings, job_id)
+    render.print_job(out, record, failures, where, waiting=control.waiting(settings, record, where))
 
 
 def cancel(*, job_id: str) -> None:

@@ -277,8 +277,8 @@ def test_bad_uploads_are_problems(redis_url: str, tmp_path: Path) -> None:
                 for _ in range(50):
                     yield b"good text\n" * 1000
 
-            # Past the limit within the reader's first blocks, before any chunk was queued: no job.
-            body = assert_problem(http.post("/v1/jobs", content=chunked()), 413, "100,000 bytes")
+            # Chunks bigger than the limit: it is passed before any chunk could be queued, so there is no job.
+            body = assert_problem(http.post("/v1/jobs?chunk_size=50000", content=chunked()), 413, "100,000 bytes")
             assert "job" not in body and http.get("/v1/jobs").json()["jobs"] == []
             assert_problem(http.get("/v1/jobs/nosuchjob"), 404, "no job 'nosuchjob'")
             assert_problem(http.get("/v1/jobs/nosuchjob/results"), 404, "no job")

@@ -58,9 +58,9 @@ templates.env.filters["duration"] = _duration
 templates.env.filters["thousands"] = lambda n: f"{n:,}" if isinstance(n, int) else "-"
 
 
-def _eta(job: jobs.JobRecord) -> str:
-    """The ETA at the job's recent pace (the same words as console.js paints)."""
-    return "waiting for a worker" if job.waiting_for_worker else _duration(job.eta_s)
+def _eta(job: jobs.JobRecord, waiting: bool | None = None) -> str:
+    """The ETA at the job's recent pace (the same words as console.js paints); ``waiting`` as control.waiting found."""
+    return "waiting for a worker" if (job.waiting_for_worker if waiting is None else waiting) else _duration(job.eta_s)
 
 
 templates.env.filters["eta"] = _eta
@@ -178,6 +178,7 @@ def _job_view(request: Request, settings: Settings, access: auth.Access, job_id:
     where = control.ledger_summary(settings, job_id)
     no_worker = follow.unserved(control.connect(settings), record)
     context: dict[str, Any] = {"job": record, "failures": failures, "ledger": where, "no_worker": no_worker}
+    context["waiting"] = control.waiting(settings, record, where)
     return _page(request, settings, access, "job.html", **context, **flash)
 
 

@@ -250,6 +250,7 @@ def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
         return record, {
             "in_flight": {"pending": where.pending, "being_scored": len(where.leased)},
             "no_worker": follow.unserved(client, record),
+            "waiting_for_worker": follow.waiting(client, record, where),
         }
 
     async def stream() -> AsyncIterator[bytes]:
@@ -261,7 +262,7 @@ def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
             while (polled := await anyio.to_thread.run_sync(poll)) is not None:
                 record, extra = polled
                 # The record, and what changes without it: its chunks leased or waiting, a worker gone or back.
-                now = (record, record.waiting_for_worker, json.dumps(extra, sort_keys=True))
+                now = (record, json.dumps(extra, sort_keys=True))
                 if now != said:
                     last, said, quiet_since = record, now, time.monotonic()
                     yield f"event: progress\ndata: {json.dumps(record.to_dict() | extra)}\n\n".encode()
