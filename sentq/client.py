@@ -47,8 +47,9 @@ def submit(
     ``column`` and ``field``) or an iterable of str, one text per item (a list, a generator, a pandas column),
     streamed without being held in memory. For an iterable, an item's ``line`` (in rows and messages) is its 1-based
     position; blank texts are skipped and counted, and an item that is not a str, or longer than
-    ``SENTQ_MAX_TEXT_CHARS``, is an InputError that stops the job (workers skip its chunks already queued). Workers
-    start on chunk 0 while the rest is read. ``model`` pins a version (``"v3"``; default: the current one).
+    ``SENTQ_MAX_TEXT_CHARS``, is an InputError that stops the job (workers skip its chunks already queued); one
+    refused before the first chunk is queued leaves no job. Workers start on chunk 0 while the rest is read.
+    ``model`` pins a version (``"v3"``; default: the current one).
     ``settings`` default to ``Settings.from_env()``. Raises InputError, ConfigError, BrokerUnavailableError.
 
     ``resume`` (a job id) continues that job, whose submission stopped part-way, from the path ``source`` (as

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,10 +82,12 @@ def submit(
     on_created: Callable[[str], None] | None = None,
     idempotency_key: str | None = None,
 ) -> jobs.JobRecord:
-    """Create a job for ``source``, stage its chunks in Redis and queue them; ``on_created`` gets the id at once.
+    """Create a job for ``source``, stage its chunks in Redis and queue them; ``on_created`` gets the id once the job
+    exists: just before its first chunk is staged (a file is checked whole first, a stream up to its first chunk), so
+    an input refused before anything is queued creates no job and says no id.
 
-    With ``idempotency_key`` the job is recorded as that key's (see ``idempotent_job``); a key another upload holds
-    now is a JobStateError and this job is marked invalid before anything is read.
+    With ``idempotency_key`` the job is recorded as that key's (see ``idempotent_job``): the key is held from before the
+    body is read, so a second upload with it meanwhile is a JobStateError; a refused upload lets it go.
     """
     from sentq import registry  # here, not at the top: `sentq status` need not import the model's stack
 
@@ -95,26 +98,46 @@ def submit(
         ref: str | None = registry.get(client, registry.parse_version(model_version)).ref
     else:
         ref = registry.current(client)  # None on a fresh install: the first worker pins the bootstrapped v1
-    job_id = jobs.create(client, settings, source=source, chunk_size=size, model_ref=ref)
-    if ref is not None and not registry.exists(client, registry.ref_version(ref)):
-        # The retention removed it between the read above and the pin the job record carries (it keeps any version
-        # pinned from then on): the job would fail on every chunk.
-        jobs.mark_invalid(client, job_id, f"model v{registry.ref_version(ref)} was removed meanwhile", staged_chunks=0)
-        raise ModelNotFoundError(
-            f"model v{registry.ref_version(ref)} was removed from the registry (SENTQ_MODEL_KEEP) while job {job_id} "
-            "was submitted; submit again (see `sentq model list`)"
-        )
+    job_id = jobs.new_job_id()
     if idempotency_key is not None:
         _claim_idempotency(client, settings, idempotency_key, job_id)
-    if on_created is not None:
-        on_created(job_id)
+    created = False
+
+    def create() -> None:
+        nonlocal created
+        jobs.create(client, settings, source=source, chunk_size=size, model_ref=ref, job_id=job_id)
+        created = True
+        if idempotency_key is not None:  # the key now names a job, for as long as the job lives
+            client.set(_idempotency_key(idempotency_key), job_id, ex=settings.result_expires_s)
+        if ref is not None and not registry.exists(client, registry.ref_version(ref)):
+            # The retention removed it between the read above and the pin the job record carries (it keeps any
+            # version pinned from then on): the job would fail on every chunk.
+            why = f"model v{registry.ref_version(ref)} was removed meanwhile"
+            jobs.mark_invalid(client, job_id, why, staged_chunks=0)
+            raise ModelNotFoundError(
+                f"model v{registry.ref_version(ref)} was removed from the registry (SENTQ_MODEL_KEEP) while job "
+                f"{job_id} was submitted; submit again (see `sentq model list`)"
+            )
+        if on_created is not None:
+            on_created(job_id)
+
     publish = worker_module(settings).publisher(settings.queue)
     try:
         return jobs.stage(
-            client, settings, job_id, source, chunk_size=size, publish=lambda indexes, at: publish(job_id, indexes, at)
+            client,
+            settings,
+            job_id,
+            source,
+            chunk_size=size,
+            publish=lambda indexes, at: publish(job_id, indexes, at),
+            create=create,
         )
     except redis.RedisError as exc:
         raise store.unavailable(settings.backend_url, exc) from None
+    finally:
+        if idempotency_key is not None and not created:  # refused before its job existed: the key is free again
+            with contextlib.suppress(redis.RedisError):
+                client.eval(_RELEASE, 1, _idempotency_key(idempotency_key), _READING + job_id)
 
 
 def resume_source(
@@ -236,11 +259,18 @@ def _idempotency_key(key: str) -> str:
     return keys.idempotency(hashlib.sha256(key.encode()).hexdigest())
 
 
+# An Idempotency-Key is held from before its upload is read, as "reading:" and the id its job will have, for as long
+# as a silent producer is taken for alive; once the job exists, by the job's id for as long as the job lives.
+_READING = "reading:"
+# Delete the key only if it still holds this upload's claim.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
 def idempotent_job(settings: Settings, key: str) -> jobs.JobRecord | None:
     """The job an earlier upload with this Idempotency-Key created, unless that upload failed (then None: retry it)."""
     client = connect(settings)
     job_id = client.get(_idempotency_key(key))
-    if job_id is None:
+    if job_id is None or store.text(job_id).startswith(_READING):
         return None
     try:
         record = jobs.get(client, store.text(job_id))
@@ -251,17 +281,21 @@ def idempotent_job(settings: Settings, key: str) -> jobs.JobRecord | None:
 
 def _claim_idempotency(client: redis.Redis, settings: Settings, key: str, job_id: str) -> None:
     name = _idempotency_key(key)
-    if client.set(name, job_id, ex=settings.result_expires_s, nx=True):
+    if client.set(name, _READING + job_id, ex=jobs.PRODUCER_SILENT_S, nx=True):
         return
     holder = store.text(client.get(name) or b"")
+    if holder.startswith(_READING):
+        raise JobStateError(
+            "another upload with this Idempotency-Key is being read now (its job is created with its first chunk); "
+            "wait for it to answer, then GET the job it names, or use a new key for a new job"
+        )
     try:
         replaced = jobs.get(client, holder).state == jobs.JobState.INVALID if holder else True
     except JobNotFoundError:
         replaced = True
     if replaced:  # the earlier upload with this key failed: this one takes the key over
-        client.set(name, job_id, ex=settings.result_expires_s)
+        client.set(name, _READING + job_id, ex=jobs.PRODUCER_SILENT_S)
         return
-    jobs.mark_invalid(client, job_id, f"duplicate upload: Idempotency-Key belongs to job {holder}", staged_chunks=0)
     raise JobStateError(
         f"another upload with this Idempotency-Key created job {holder}; GET /v1/jobs/{holder} instead of "
         "uploading again (or use a new key for a new job)"
@@ -333,6 +367,13 @@ def _chunk_of_line(client: redis.Redis, record: jobs.JobRecord, line: int) -> in
     return start
 
 
+def waiting(settings: Settings, record: jobs.JobRecord, where: ledger.Ledger) -> bool:
+    """Whether the job waits for a worker (see ``follow.waiting``)."""
+    from sentq import follow
+
+    return follow.waiting(connect(settings), record, where)
+
+
 def ledger_summary(settings: Settings, job_id: str) -> ledger.Ledger:
     """Where the job's unfinished chunks are: pending, leased (by whom), probed."""
     return ledger.summary(connect(settings), job_id)
@@ -340,9 +381,12 @@ def ledger_summary(settings: Settings, job_id: str) -> ledger.Ledger:
 
 def status_dict(settings: Settings, job_id: str) -> dict[str, Any]:
     """The job as `sentq status JOB --json` and `GET /v1/jobs/{id}` show it: record, failures, ledger."""
+    from sentq import follow
+
     record, failed = status(settings, job_id)
     where = ledger_summary(settings, job_id)
     return record.to_dict() | {
+        "waiting_for_worker": follow.waiting(connect(settings), record, where),
         "failures": {str(k): f.error for k, f in sorted(failed.items())},
         "failed_lines": {str(line): why for f in failed.values() for line, why in sorted(f.lines.items())},
         "ledger": {"pending": where.pending, "leased": {str(k): v for k, v in where.leased.items()}},
@@ -359,9 +403,15 @@ LIST_SCAN = 1000
 
 
 def list_jobs(
-    settings: Settings, *, state: str | None = None, limit: int = 20, cursor: str | None = None
+    settings: Settings,
+    *,
+    state: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+    search: str | None = None,
 ) -> tuple[list[jobs.JobRecord], str | None]:
     """Recent jobs, newest first, ``limit`` a page, only those in ``state`` if given; and the next page's cursor.
+    With ``search``, only jobs whose id starts with it or whose source name holds it (any case).
 
     The cursor is the last job examined: its index score and id ("1764000000.1234567:ab12cd34ef56"), so pages stay
     stable while new jobs arrive, and each request walks the index on from it. A request examines at most LIST_SCAN
@@ -373,6 +423,11 @@ def list_jobs(
         raise ConfigError(f"limit must be between 1 and 500, got {limit}")
     bound, after_id = _parse_cursor(cursor)
     client = connect(settings)
+    wanted = (search or "").strip().casefold()
+    if keys.is_job_id(wanted) and cursor is None:  # an exact id: that job, however old
+        raw = client.hgetall(keys.job(wanted))
+        record = jobs.JobRecord.from_hash(wanted, raw) if raw else None
+        return ([record] if record is not None and state in (None, record.state.value) else []), None
     found: list[jobs.JobRecord] = []
     examined = 0
     last: tuple[float, str] | None = None
@@ -397,6 +452,8 @@ def list_jobs(
             examined += 1
             last = (score, job_id)
             record = jobs.JobRecord.from_hash(job_id, raw) if raw else None
+            if record is not None and wanted and not _matches(record, wanted):
+                continue
             if record is not None and (state is None or record.state.value == state):
                 found.append(record)
                 if len(found) == limit:
@@ -410,6 +467,35 @@ def list_jobs(
     if last is None or (exhausted and len(found) < limit):
         return found, None
     return found, f"{last[0]!r}:{last[1]}"
+
+
+def _matches(record: jobs.JobRecord, wanted: str) -> bool:
+    """A search hit: the job's id starts with ``wanted`` (casefolded), or its source name holds it."""
+    return record.id.startswith(wanted) or wanted in record.source.casefold()
+
+
+# Jobs one bulk forget frees at most (each costs a scan of its keys): a bigger backlog takes more requests, each said.
+FORGET_BATCH = 200
+
+
+def forget_finished(settings: Settings, state: str) -> tuple[int, bool]:
+    """Forget up to FORGET_BATCH jobs finished in ``state`` (done, failed, cancelled or invalid), newest first; returns
+    how many, and whether more of them remain. A job that is not finished is never touched."""
+    if state not in {s.value for s in jobs.JobState if s.finished}:
+        raise ConfigError(f"only finished jobs can be forgotten: pick done, failed, cancelled or invalid ({state!r})")
+    forgotten, cursor = 0, None
+    while forgotten < FORGET_BATCH:
+        found, cursor = list_jobs(settings, state=state, limit=min(100, FORGET_BATCH - forgotten), cursor=cursor)
+        for record in found:
+            try:
+                forget(settings, record.id)  # checks it is finished, afresh
+            except (JobStateError, JobNotFoundError):
+                continue  # retried, or gone, since it was listed
+            forgotten += 1
+        if cursor is None:
+            return forgotten, False
+    more, _ = list_jobs(settings, state=state, limit=1)
+    return forgotten, bool(more)
 
 
 def _parse_cursor(cursor: str | None) -> tuple[str, str | None]:

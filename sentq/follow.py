@@ -224,17 +224,40 @@ def chunk_rows(
         raise JobNotFoundError(f"the rows of chunk {index} of job {job_id} are lost: {exc}") from None
 
 
+def no_worker(queue: str) -> str:
+    """What to say of a queue no live worker consumes (`sentq wait`, the console's job and jobs pages)."""
+    hint = "" if queue == "sentq" else f" with SENTQ_QUEUE={queue}"
+    return f"no live worker consumes its queue {queue!r}. Start one: `sentq worker`{hint}"
+
+
+def unserved(client: redis.Redis, record: JobRecord) -> str:
+    """``no_worker`` for a job still to be scored whose queue no live worker consumes; "" otherwise."""
+    if not record.queue or record.state not in (JobState.QUEUED, JobState.RUNNING, JobState.STAGING):
+        return ""
+    return "" if ledger.consumers(client, record.queue) else no_worker(record.queue)
+
+
+def waiting(client: redis.Redis, record: JobRecord, where: ledger.Ledger) -> bool:
+    """The job waits for a worker: nothing of it scored lately (``JobRecord.waiting_for_worker``) and no chunk of it
+    held by a live worker (its first chunk being scored is no wait; one a dead worker held is, until re-sent)."""
+    if not record.waiting_for_worker:
+        return False
+    holders = sorted(set(where.leased.values()))
+    if not holders:
+        return True
+    pipe = client.pipeline(transaction=False)
+    for holder in holders:
+        pipe.exists(keys.worker_beat(holder))
+    return not any(pipe.execute())
+
+
 def stall_reason(client: redis.Redis, record: JobRecord, idle_s: float) -> str | None:
     """Why a job has not moved for ``idle_s``, in words an operator can act on; None when it is just slow."""
     if not record.queue or record.state not in (JobState.QUEUED, JobState.RUNNING, JobState.STAGING):
         return None
     live = ledger.consumers(client, record.queue)
     if not live:
-        hint = "" if record.queue == "sentq" else f" with SENTQ_QUEUE={record.queue}"
-        return (
-            f"job {record.id} has made no progress for {idle_s:.0f}s: no live worker consumes its queue "
-            f"{record.queue!r}. Start one: `sentq worker`{hint} (still following)"
-        )
+        return f"job {record.id} has made no progress for {idle_s:.0f}s: {no_worker(record.queue)} (still following)"
     where = ledger.summary(client, record.id)
     if not where.leased:
         return (

@@ -82,6 +82,12 @@ class JobRecord:
     heartbeat: float | None  # last sign of life of the producer while it reads the input
     finished_at: float | None
     error: str
+    # The job's recent scoring (ledger._RECENT): texts scored in the window, when its oldest chunk started, when the
+    # last one finished and how long that one took to score.
+    recent_texts: int = 0
+    recent_from: float | None = None
+    recent_at: float | None = None
+    recent_chunk_s: float = 0.0
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[Any, Any]) -> JobRecord:
@@ -115,6 +121,10 @@ class JobRecord:
             heartbeat=opt_float("heartbeat"),
             finished_at=opt_float("finished_at"),
             error=h.get("error", ""),
+            recent_texts=int(h.get("recent_texts", 0)),
+            recent_from=opt_float("recent_from"),
+            recent_at=opt_float("recent_at"),
+            recent_chunk_s=float(h.get("recent_chunk_s", 0)),
         )
 
     @property
@@ -141,18 +151,44 @@ class JobRecord:
         return self.texts_done / max(end - self.created, 1e-3)
 
     @property
+    def recent_texts_per_s(self) -> float:
+        """Texts scored per second over the job's recent scoring (about the last ledger.RATE_WINDOW_S, from the end of
+        its last pause): what its ETA comes from. 0 when none was scored lately (``waiting_for_worker``)."""
+        if self.state.finished or self.recent_at is None or self.recent_from is None:
+            return 0.0
+        now = time.time()
+        # Silent longer than the pause that restarts the window (or than a few of its chunks take): nothing is scored.
+        if now - self.recent_at > max(ledger.RATE_GAP_S, 3 * self.recent_chunk_s):
+            return 0.0
+        return self.recent_texts / max(now - self.recent_from, 1e-3)
+
+    @property
+    def waiting_for_worker(self) -> bool:
+        """Queued or running, with nothing of it scored lately: no live worker takes its chunks (or all are busy)."""
+        return self.state in (JobState.QUEUED, JobState.RUNNING) and not self.recent_texts_per_s
+
+    @property
     def eta_s(self) -> float | None:
-        rate = self.texts_per_s
+        """Seconds to go at the recent rate; None when it is unknown (still reading, nothing scored lately, over)."""
+        rate = self.recent_texts_per_s
         if self.total_texts is None or not rate or self.state.finished:
             return None
         return max(self.total_texts - self.texts_done, 0) / rate
+
+    @property
+    def duration_s(self) -> float | None:
+        """A finished job's wall time, from submission to its end."""
+        return max(self.finished_at - self.created, 0.0) if self.finished_at and self.created else None
 
     def to_dict(self) -> dict[str, Any]:
         d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["state"] = self.state.value
         d["model_version"] = self.model_version
         d["texts_per_s"] = round(self.texts_per_s, 1)
+        d["recent_texts_per_s"] = round(self.recent_texts_per_s, 1)
         d["eta_s"] = None if self.eta_s is None else round(self.eta_s, 1)
+        d["waiting_for_worker"] = self.waiting_for_worker
+        d["duration_s"] = None if self.duration_s is None else round(self.duration_s, 3)
         return d
 
 
@@ -161,10 +197,16 @@ def new_job_id() -> str:
 
 
 def create(
-    client: redis.Redis, settings: Settings, *, source: TextSource, chunk_size: int, model_ref: str | None
+    client: redis.Redis,
+    settings: Settings,
+    *,
+    source: TextSource,
+    chunk_size: int,
+    model_ref: str | None,
+    job_id: str | None = None,
 ) -> str:
-    """Write the job record (before any chunk exists) and index it; returns the job id."""
-    job_id = new_job_id()
+    """Write the job record (before any chunk exists) and index it; returns the job id (``job_id``, or a new one)."""
+    job_id = job_id or new_job_id()
     now = time.time()
     record = {
         "state": JobState.STAGING.value,
@@ -206,8 +248,12 @@ def stage(
     publish: Callable[[list[int], float], None],
     resume: bool = False,
     on_resumed: Callable[[str], None] | None = None,
+    create: Callable[[], None] | None = None,
 ) -> JobRecord:
     """Read ``source`` chunk by chunk into Redis and queue one task per chunk; returns the sealed record.
+
+    With ``create``, job ``job_id`` has no record yet: ``create()`` writes it just before the first chunk is staged, so
+    an input refused before anything is queued (a bad file, a bad first chunk of a stream) leaves no job at all.
 
     A file is first validated whole in a fast pass that keeps nothing, so a bad file queues nothing; then its chunks
     are staged and queued as they are read, so workers start on chunk 0 while the rest is still being read. A stream
@@ -235,7 +281,9 @@ def stage(
         publish(again, float(found))
         if on_resumed is not None:
             on_resumed(job_id)
-    return _stage_from(client, settings, job_id, source, chunks, first=first, publish=publish, validate=not resume)
+    return _stage_from(
+        client, settings, job_id, source, chunks, first=first, publish=publish, validate=not resume, create=create
+    )
 
 
 Chunks = Iterator[tuple[int, tuple[bytes, int]]]  # (index, (payload, texts)), as ``payloads`` enumerated
@@ -378,6 +426,7 @@ def _stage_from(
     first: int,
     publish: Callable[[list[int], float], None],
     validate: bool,
+    create: Callable[[], None] | None = None,
 ) -> JobRecord:
     """Stage ``chunks`` from index ``first`` on, then seal the job (see ``stage``)."""
     pending: list[bytes] = []
@@ -391,9 +440,20 @@ def _stage_from(
                 ledger.producer_beat(client, job_id, time.time())
 
     beating = threading.Thread(target=beat, name=f"sentq-producer-{job_id}", daemon=True)
-    beating.start()
+    opened = create is None  # the job's record exists (else: written with its first chunk)
+    if opened:
+        beating.start()
+
+    def open_job() -> None:
+        nonlocal opened
+        if not opened:
+            assert create is not None
+            create()
+            opened = True
+            beating.start()
 
     def flush() -> None:
+        open_job()
         indexes = list(range(seen - len(pending), seen))
         code, found = ledger.stage(
             client,
@@ -432,27 +492,34 @@ def _stage_from(
                 flush()
         if pending:
             flush()
+        open_job()  # an input with nothing to score (blank lines only) is still a job, done at once
         stopped = False
     except (JobCancelledError, JobNotFoundError):
         raise  # stopped from outside (cancel, forget): the job is as that left it
     except InputError as exc:
-        mark_invalid(client, job_id, str(exc), staged_chunks=seen)
+        if opened:  # refused before its first chunk was staged: there is no job to mark
+            mark_invalid(client, job_id, str(exc), staged_chunks=seen)
         raise
     except KeyboardInterrupt:
         queued = "chunks already queued still run" if seen else "nothing was queued"
-        mark_invalid(client, job_id, f"submission interrupted while reading the input ({queued})", staged_chunks=seen)
+        if opened:
+            why = f"submission interrupted while reading the input ({queued})"
+            mark_invalid(client, job_id, why, staged_chunks=seen)
         raise
     except BrokerUnavailableError as exc:
-        mark_invalid(client, job_id, f"could not queue the input: {exc}", staged_chunks=seen)
+        if opened:
+            mark_invalid(client, job_id, f"could not queue the input: {exc}", staged_chunks=seen)
         raise
     except BaseException as exc:  # the input's own reader failed (a caller's generator, a cancelled upload...)
         why = f"{type(exc).__name__}: {str(exc)[:300]}".rstrip(": ")
-        with contextlib.suppress(redis.RedisError):  # the original error is the one to tell
-            mark_invalid(client, job_id, f"the submission stopped while reading the input ({why})", staged_chunks=seen)
+        if opened:
+            with contextlib.suppress(redis.RedisError):  # the original error is the one to tell
+                why = f"the submission stopped while reading the input ({why})"
+                mark_invalid(client, job_id, why, staged_chunks=seen)
         raise
     finally:
         stop_beating.set()
-        if stopped:  # say this producer is gone, so `submit --resume` need not wait for its heartbeat to age
+        if stopped and opened:  # say this producer is gone, so `submit --resume` need not wait for its heartbeat
             beating.join(timeout=5)
             with contextlib.suppress(redis.RedisError):
                 ledger.producer_beat(client, job_id, 0.0)

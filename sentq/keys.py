@@ -89,6 +89,11 @@ def job_digests(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:digests"
 
 
+def job_recent(job_id: str) -> str:
+    """Sorted set: "index:texts:started" of the chunks scored lately -> when each finished (the ETA's window)."""
+    return f"{PREFIX}job:{job_id}:recent"
+
+
 def job_pending(job_id: str) -> str:
     """Sorted set: chunk index -> when its last message was sent (Redis time), until it is done or failed."""
     return f"{PREFIX}job:{job_id}:pending"

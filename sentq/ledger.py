@@ -31,6 +31,14 @@ from sentq.store import text
 SWEEP_CHUNKS_PER_JOB = 1000
 # A dead worker stays listed by `sentq workers` this long after it was found holding chunks.
 DEAD_KEEP_S = 3600
+# A job's ETA comes from its texts scored over about the last RATE_WINDOW_S: long enough to smooth chunks of any size,
+# short enough that a slower or faster pace shows within half a minute. A chunk that starts RATE_GAP_S or more after
+# the job's last one finished starts the window afresh: the pause (no worker, or all of them on other jobs) says
+# nothing about the pace once scoring goes on; the workers take the next message within milliseconds otherwise.
+# Only the newest RATE_KEEP chunks are kept in the window (a job of tiny chunks finishes thousands a second).
+RATE_WINDOW_S = 30.0
+RATE_GAP_S = 5.0
+RATE_KEEP = 256
 
 _NOW = "local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
 
@@ -220,15 +228,52 @@ return {0, st[1], model, d, redis.call('GET', KEYS[6]) or ''}
 """
 )
 
+# The job's recent scoring rate (what its ETA is computed from, never the rate since submission: after a wait for a
+# worker that would be wrong by orders of magnitude). Each chunk scored joins the job's ``recent`` sorted set (member
+# "index:texts:started", scored by when it finished) and its texts the record's ``recent_texts``; chunks that finished
+# over RATE_WINDOW_S ago leave both, and a chunk that started more than RATE_GAP_S after the job's last one finished
+# (no worker meanwhile, or they were busy elsewhere) starts the window afresh. The record keeps ``recent_from`` (when
+# the oldest chunk in the window started), ``recent_at`` (the last finish) and ``recent_chunk_s`` (its scoring time):
+# recent texts/s = recent_texts / (now - recent_from), in one HGETALL with the record.
+# KEYS: job, recent   ARGV (of the caller, from 2): item, texts, compute_s
+_RECENT = """
+local function recent(job, window, item, texts, compute_s, now)
+  local started = now - tonumber(compute_s)
+  local last = tonumber(redis.call('HGET', job, 'recent_at') or '')
+  local sum = tonumber(redis.call('HGET', job, 'recent_texts') or '0')
+  if not last or started - last > RATE_GAP_S then
+    redis.call('DEL', window)
+    sum = 0
+  else
+    local old = redis.call('ZRANGEBYSCORE', window, '-inf', '(' .. tostring(now - RATE_WINDOW_S))
+    local n = redis.call('ZCARD', window) - #old
+    if n >= RATE_KEEP then  -- a job of tiny chunks: the newest RATE_KEEP of them are window enough
+      old = redis.call('ZRANGE', window, 0, #old + n - RATE_KEEP)
+    end
+    for _, m in ipairs(old) do sum = sum - tonumber(string.match(m, '^[^:]*:([^:]*):')) end
+    if #old > 0 then redis.call('ZREM', window, unpack(old)) end
+  end
+  redis.call('ZADD', window, now, item .. ':' .. texts .. ':' .. string.format('%.6f', started))
+  expire_with(window, job)
+  local first = redis.call('ZRANGE', window, 0, 0)[1]
+  local from = math.min(tonumber(string.match(first, ':([^:]*)$')), started)
+  redis.call('HSET', job, 'recent_texts', sum + tonumber(texts), 'recent_from', string.format('%.3f', from),
+    'recent_at', string.format('%.3f', now), 'recent_chunk_s', compute_s)
+end
+"""
+for _name, _value in (("RATE_WINDOW_S", RATE_WINDOW_S), ("RATE_GAP_S", RATE_GAP_S), ("RATE_KEEP", RATE_KEEP)):
+    _RECENT = _RECENT.replace(_name, repr(_value))
+
 # A chunk's result is in: store it and count the chunk once (a second delivery, even a concurrent one, is a no-op).
 # With ``failure`` (JSON) the chunk had texts that failed alone: its good rows are kept and it is recorded failed.
 # The staged input stays (KEYS[5], unused here): the rows are made from it and the result (rows.result_rows).
-# KEYS: job, done, failed, output, input, leases, pending, active, stats
+# KEYS: job, done, failed, output, input, leases, pending, active, stats, recent
 # ARGV: job_id, item, texts, compute_s, wait_s, rows, failure ('' if none), bad texts
 _COMPLETE = (
     _NOW
     + _HELPERS
     + _SETTLE
+    + _RECENT
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
@@ -254,6 +299,7 @@ redis.call('HINCRBYFLOAT', KEYS[1], 'compute_s', ARGV[4])
 redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[5])
 -- When the first chunk to finish started scoring (its compute time back from now): texts/s spans real work.
 redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now - tonumber(ARGV[4])))
+recent(KEYS[1], KEYS[10], ARGV[2], ARGV[3], ARGV[4], now)
 settle(KEYS[1], KEYS[8], KEYS[9], ARGV[1], now, true)
 return 1
 """
@@ -571,7 +617,7 @@ def complete(
     pipe = client.pipeline(transaction=False)
     pipe.eval(
         _COMPLETE,
-        9,
+        10,
         keys.job(job_id),
         keys.job_done(job_id),
         keys.job_failed(job_id),
@@ -581,6 +627,7 @@ def complete(
         keys.job_pending(job_id),
         keys.ACTIVE_JOBS,
         keys.STATS,
+        keys.job_recent(job_id),
         job_id,
         str(index),
         texts,

@@ -50,6 +50,20 @@ def percent(record: JobRecord) -> str:
     return f"{100 * record.texts_done // record.total_texts}%"  # floor: 100% only when all are done
 
 
+def eta(record: JobRecord) -> str:
+    """The ETA as the operator reads it: at the recent pace, or why there is none."""
+    if record.waiting_for_worker:
+        return "waiting for a worker"
+    return duration(record.eta_s)
+
+
+def pace(record: JobRecord, waiting: bool | None = None) -> str:
+    """The recent pace and the ETA, or that the job waits for a worker (``waiting`` as control.waiting found it)."""
+    if record.waiting_for_worker if waiting is None else waiting:
+        return "waiting for a worker: nothing of it scored lately"
+    return f"{record.recent_texts_per_s:,.0f} texts/s lately, ETA {duration(record.eta_s)}"
+
+
 def print_jobs(console: Console, records: list[JobRecord]) -> None:
     from rich.table import Table
 
@@ -68,10 +82,20 @@ def print_jobs(console: Console, records: list[JobRecord]) -> None:
     console.print(table)
 
 
-def print_job(console: Console, record: JobRecord, failures: dict[int, Failure], where: Ledger | None = None) -> None:
+def print_job(
+    console: Console,
+    record: JobRecord,
+    failures: dict[int, Failure],
+    where: Ledger | None = None,
+    *,
+    waiting: bool | None = None,
+) -> None:
     r = record
     style = STATE_STYLE.get(r.state, "")
-    total = f"{r.total_chunks:,}" if r.total_chunks is not None else "… (still reading)"
+    if r.total_chunks is not None:
+        total = f"{r.total_chunks:,}"
+    else:  # a job that ended before its input was all read never will be: it is not "still reading"
+        total = f"… ({'reading stopped' if r.state.finished else 'still reading'})"
     lines = [
         f"job        {r.id}   [{style}]{r.state.value}[/]",
         f"source     {r.source} ({r.format}), created {when(r.created)}",
@@ -80,7 +104,8 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, Failure],
         if r.total_texts is not None
         else f"texts      {r.texts_done:,} scored so far",
         f"chunks     {r.chunks_done:,} done, {r.chunks_failed:,} failed, {total} in all (size {r.chunk_size:,})",
-        f"speed      {r.texts_per_s:,.0f} texts/s, ETA {duration(r.eta_s)}",
+        f"speed      {r.texts_per_s:,.0f} texts/s since submission"
+        + ("" if r.state.finished else f", {pace(r, waiting)}"),
     ]
     if where is not None and not r.state.finished:
         holders = sorted(set(where.leased.values()))
@@ -100,7 +125,7 @@ def print_job(console: Console, record: JobRecord, failures: dict[int, Failure],
             f"{1000 * r.compute_s / r.chunks_done:,.0f} ms compute (mean)"
         )
     if r.finished_at:
-        lines.append(f"finished   {when(r.finished_at)}")
+        lines.append(f"finished   {when(r.finished_at)}, {duration(r.duration_s)} after submission")
     if r.orphaned:
         lines.append(
             "[red]stalled[/]    the submitting process stopped sending the input (killed?); "
@@ -131,25 +156,33 @@ class ProgressView:
         self.bar: Progress | None = None
         self.task: Any = None
         if console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("texts  {task.fields[rate]}  ETA {task.fields[eta]}"),
+                # The counts as the summary writes them (50,000), from the record, not Rich's own m/n column.
+                TextColumn("{task.fields[counts]} texts  {task.fields[rate]}  ETA {task.fields[eta]}"),
                 TimeElapsedColumn(),
                 console=console,
                 transient=False,
             )
             self.bar.start()
-            self.task = self.bar.add_task(job_id, total=None, rate="-", eta="-")
+            self.task = self.bar.add_task(job_id, total=None, counts="0/?", rate="-", eta="-")
 
     def update(self, p: JobProgress) -> None:
         r = p.record
         rate = f"{r.texts_per_s:,.0f}/s"
         if self.bar is not None:
-            self.bar.update(self.task, completed=r.texts_done, total=r.total_texts, rate=rate, eta=duration(r.eta_s))
+            total = f"{r.total_texts:,}" if r.total_texts is not None else "?"
+            self.bar.update(
+                self.task,
+                completed=r.texts_done,
+                total=r.total_texts,
+                counts=f"{r.texts_done:,}/{total}",
+                rate=rate,
+                eta="-" if r.state.finished else eta(r),
+            )
             return
         now = time.monotonic()
         if not self.said_finished and (now - self.last >= self.every_s or r.state.finished):
@@ -158,7 +191,7 @@ class ProgressView:
             total = f"{r.total_texts:,}" if r.total_texts is not None else "?"
             self.console.print(
                 f"job {self.job_id}: {r.state.value}, {r.texts_done:,}/{total} texts ({percent(r)}), "
-                f"{rate}, ETA {duration(r.eta_s)}"
+                f"{rate}" + ("" if r.state.finished else f", ETA {eta(r)}")
             )
 
     def say(self, message: str) -> None:

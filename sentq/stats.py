@@ -26,6 +26,14 @@ PEEK_PENDING = 64
 class QueueStats:
     length: int  # messages waiting in the broker
     oldest_waiting_s: float  # age of the oldest chunk sent to it and not yet taken by a worker; 0 when none waits
+    jobs: int = 0  # unfinished jobs on it
+    chunks_waiting: int = 0  # their chunks sent and not yet taken by a worker (by the ledger)
+
+    @property
+    def leftovers(self) -> int:
+        """Messages that carry no waiting chunk of an unfinished job: a cancelled, finished or forgotten job's (a
+        worker drops each as it takes it) or a second message for one chunk (a re-send); by the ledger's count."""
+        return max(self.length - self.chunks_waiting, 0)
 
 
 @dataclass(frozen=True)
@@ -75,26 +83,29 @@ def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], 
         pipe.hmget(keys.job(job_id), ["state", "queue"])
         pipe.hkeys(keys.job_leases(job_id))
         pipe.zrange(keys.job_pending(job_id), 0, PEEK_PENDING - 1, withscores=True)
+        pipe.zcard(keys.job_pending(job_id))
     for instance in instances:
         pipe.hget(keys.worker_beat(instance), "info")  # gone once its heartbeat expired
     replies = pipe.execute()
 
     running = 0
-    job_queues: set[str] = set()
+    job_queues: dict[str, int] = {}  # queue -> unfinished jobs on it
+    waiting: dict[str, int] = {}  # queue -> their chunks sent and not taken
     oldest: dict[str, float] = {}  # queue -> oldest send stamp of a chunk waiting in it
     again: list[tuple[str, str, set[str]]] = []
     for n, job_id in enumerate(job_ids):
-        (state, queue), leased, pending = replies[3 * n : 3 * n + 3]
+        (state, queue), leased, pending, sent = replies[4 * n : 4 * n + 4]
         if state is None or text(state) in JOB_OUTCOMES:
             continue  # finished or expired: the reconciler drops it from the index at its next sweep
         running += 1
         name = text(queue) if queue else settings.queue
         held = {text(i) for i in leased}
+        waiting[name] = waiting.get(name, 0) + max(int(sent) - len(held), 0)
         stamp = _oldest_unleased(pending, held)
         if stamp is None and len(pending) == PEEK_PENDING:
             again.append((job_id, name, held))
         _keep_oldest(oldest, name, stamp)
-        job_queues.add(name)
+        job_queues[name] = job_queues.get(name, 0) + 1
     if again:  # every chunk peeked at is leased: only len(held) of them can be, so this many more decide
         pipe = client.pipeline(transaction=False)
         for job_id, _, held in again:
@@ -102,7 +113,7 @@ def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], 
         for (_, name, held), pending in zip(again, pipe.execute(), strict=True):
             _keep_oldest(oldest, name, _oldest_unleased(pending, held))
 
-    beats = replies[3 * len(job_ids) :]
+    beats = replies[4 * len(job_ids) :]
     infos = [json.loads(raw) for raw in beats if raw is not None]
     ledger.forget_gone(client, [i for i, raw in zip(instances, beats, strict=True) if raw is None])
     versions = [ModelVersion.from_json(raw) for raw in raw_versions]
@@ -123,7 +134,12 @@ def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], 
         texts_failed=counts.get("texts_failed", 0),
         chunks={o: counts.get(f"chunks:{o}", 0) for o in CHUNK_OUTCOMES},
         chunk_retries=counts.get("chunk_retries", 0),
-        queues={q: QueueStats(depth(q), round(max(now - oldest.get(q, now), 0.0), 3)) for q in names},
+        queues={
+            q: QueueStats(
+                depth(q), round(max(now - oldest.get(q, now), 0.0), 3), job_queues.get(q, 0), waiting.get(q, 0)
+            )
+            for q in names
+        },
         workers_online=len(infos),
         workers_busy=sum(int(info.get("busy", 0)) for info in infos),
         last_retrain_at=max((v.created for v in versions), default=None),

@@ -237,7 +237,8 @@ def status(*, job_id: str | None, as_json: bool, limit: int) -> None:
         print(json.dumps(control.status_dict(settings, job_id), indent=2))
         return
     record, failures = control.status(settings, job_id)
-    render.print_job(out, record, failures, control.ledger_summary(settings, job_id))
+    where = control.ledger_summary(settings, job_id)
+    render.print_job(out, record, failures, where, waiting=control.waiting(settings, record, where))
 
 
 def cancel(*, job_id: str) -> None:
@@ -293,9 +294,9 @@ def follow_job(
     On Ctrl-C, ``on_interrupt`` (if given) acts and says what became of the job."""
     from rich.markup import escape
 
-    from sentq import control, follow
+    from sentq import control, follow, jobs
     from sentq.export import Sink, format_for
-    from sentq.render import ProgressView
+    from sentq.render import ProgressView, duration
 
     sink = Sink(output, format_for(output, out_format), raw_csv=raw_csv)
     keep_freed_memory()
@@ -315,6 +316,8 @@ def follow_job(
             write=sink.rows_of,
         ):
             sink.write(rows)
+        # The bar ends on the job's final record (the last poll may have read it a chunk early).
+        view.update(follow.Progress(jobs.get(client, job_id), 0))
     except KeyboardInterrupt:
         view.close()
         said = f"interrupted; job {job_id} keeps running: reattach with `sentq wait {job_id}`"
@@ -337,7 +340,8 @@ def follow_job(
         raise SystemExit(EXIT_FAILED_CHUNKS)
     err.print(
         f"job {job_id} {record.state.value}: {sink.rows:,} rows{where} "
-        f"({record.texts_per_s:,.0f} texts/s since it was submitted, model {record.model_version})"
+        f"in {duration(record.duration_s)} ({record.texts_per_s:,.0f} texts/s since it was submitted, model "
+        f"{record.model_version})"
     )
     if forget and record.state.value == "done":
         freed = control.forget(settings, job_id)

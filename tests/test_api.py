@@ -192,7 +192,7 @@ def test_list_jobs_by_state_with_cursor(api: ApiServer, worker: Worker) -> None:
         made = [http.post("/v1/jobs", content=f"great product {i}\n".encode()).json()["id"] for i in range(5)]
         for job in made:
             wait_state(http, job, ("done",))
-        http.post("/v1/jobs", content=b"x" * 20_000 + b"\n")  # invalid: an over-long text
+        http.post("/v1/jobs", content=b"x" * 20_000 + b"\n")  # refused before anything was queued: no job
         pages: list[str] = []
         cursor = None
         while True:
@@ -203,7 +203,7 @@ def test_list_jobs_by_state_with_cursor(api: ApiServer, worker: Worker) -> None:
             if cursor is None:
                 break
         assert pages == list(reversed(made))
-        assert [j["state"] for j in http.get("/v1/jobs", params={"state": "invalid"}).json()["jobs"]] == ["invalid"]
+        assert http.get("/v1/jobs", params={"state": "invalid"}).json()["jobs"] == []
         assert_problem(http.get("/v1/jobs", params={"cursor": "garbage"}), 422, "query.cursor")
         assert_problem(http.get("/v1/jobs", params={"state": "sleeping"}), 422)
 
@@ -262,7 +262,7 @@ def test_bad_uploads_are_problems(redis_url: str, tmp_path: Path) -> None:
                 "/v1/jobs", content=b"fine\n" * 10 + b"\xff\xfe bad\n", headers={"Content-Type": "text/plain"}
             )
             body = assert_problem(bad, 422, "<upload>: line 11 is not valid UTF-8")
-            assert http.get(f"/v1/jobs/{body['job']}").json()["state"] == "invalid"
+            assert "job" not in body  # refused before anything was queued: no job (an id would name nothing)
             assert_problem(http.post("/v1/jobs", content=b"x" * 20_000 + b"\n"), 422, "line 1", "SENTQ_MAX_TEXT_CHARS")
             assert_problem(http.post("/v1/jobs", content=b"\n\n"), 422, "no texts to score")
             assert_problem(http.post("/v1/jobs?column=text", content=b"a\n"), 400, "--column applies to CSV/TSV")
@@ -279,8 +279,9 @@ def test_bad_uploads_are_problems(redis_url: str, tmp_path: Path) -> None:
                 for _ in range(50):
                     yield b"good text\n" * 1000
 
-            body = assert_problem(http.post("/v1/jobs", content=chunked()), 413, "100,000 bytes")
-            assert http.get(f"/v1/jobs/{body['job']}").json()["state"] == "invalid"
+            # Chunks bigger than the limit: it is passed before any chunk could be queued, so there is no job.
+            body = assert_problem(http.post("/v1/jobs?chunk_size=50000", content=chunked()), 413, "100,000 bytes")
+            assert "job" not in body and http.get("/v1/jobs").json()["jobs"] == []
             assert_problem(http.get("/v1/jobs/nosuchjob"), 404, "no job 'nosuchjob'")
             assert_problem(http.get("/v1/jobs/nosuchjob/results"), 404, "no job")
             assert_problem(http.post("/v1/models/v99/use"), 404, "v99 is not in the registry")

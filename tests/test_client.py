@@ -124,23 +124,24 @@ def test_blank_items_are_skipped_and_counted(worker: Worker, settings: Settings)
 def test_bad_items_are_input_errors_naming_their_position(
     settings: Settings, items: list[object], message: str
 ) -> None:
-    """A bad item stops the submission with an InputError naming its position; the job is recorded invalid."""
+    """A bad item stops the submission with an InputError naming its position; refused before anything was queued,
+    it leaves no job (tests/test_figures.py: one refused after chunks were queued leaves its job invalid)."""
     with pytest.raises(sentq.InputError) as raised:
         sentq.submit(items, settings=settings)  # type: ignore[arg-type]
     assert str(raised.value).startswith(message)
-    record = only_job(settings)
-    assert (record.state, record.error) == (JobState.INVALID, str(raised.value))
+    assert control.recent(settings) == []
 
 
 def test_a_generator_that_raises_leaves_an_invalid_job(settings: Settings) -> None:
-    """The caller's own error comes through as it is, and the job does not wait for a producer that is gone."""
+    """The caller's own error comes through as it is, and the job, whose first chunks were queued, does not wait for
+    a producer that is gone."""
 
     def texts() -> Iterator[str]:
-        yield from ["great product"] * 10
+        yield from ["great product"] * 20_000  # past the reader's buffer: chunks are queued before the error
         raise ValueError("the source went away")
 
     with pytest.raises(ValueError, match="the source went away"):
-        sentq.submit(texts(), settings=settings)
+        sentq.submit(texts(), settings=settings, chunk_size=1000)
     record = only_job(settings)
     assert record.state == JobState.INVALID
     assert "ValueError: the source went away" in record.error

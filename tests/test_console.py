@@ -344,7 +344,8 @@ def test_login_read_only_and_full(browser: Browser, redis_url: str, tmp_path: Pa
             expect(page.get_by_role("heading", name="Recent jobs")).to_be_visible()
             expect(page.locator(f'tr[data-job="{job}"]')).to_be_visible()
             expect(page.locator("#submit-form")).to_have_count(0)
-            expect(page.locator("main form")).to_have_count(0)
+            expect(page.locator('main form[method="post"]')).to_have_count(0)  # only the search (a GET)
+            expect(page.get_by_role("button", name=re.compile("Forget"))).to_have_count(0)
             page.goto("/models")
             expect(page.locator("tr.current")).to_have_count(1)
             expect(page.locator("main button")).to_have_count(0)
@@ -431,3 +432,137 @@ def test_jobs_list_screenshot(browser: Browser, api: ApiServer, worker: Worker, 
     finally:
         bulk.stop()
         store.close()
+
+
+def test_no_worker_eta_in_flight_leftovers_live(browser: Browser, redis_url: str, tmp_path: Path) -> None:
+    """On a queue no worker consumes: the job page and the home page say so in `sentq wait`'s words, the ETA says it
+    waits for a worker, the queue card (and /metrics) tells a cancelled job's leftover messages from chunks waiting,
+    and a job without rows offers no download. Then a (slow) worker starts: "in flight" and the worker line change
+    live on the open page, and the finished job shows how long it took."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_faults import hooked
+
+    queue = "console-figures"
+    api = ApiServer(redis_url, tmp_path / "api.log", env_extra={"SENTQ_QUEUE": queue}).start()
+    env = hooked(SENTQ_QUEUE=queue, SENTQ_TEST_SLOW="1.0")
+    w = Worker(redis_url, tmp_path / "w.log", name="console-figures@%h", env_extra=env, concurrency=1)
+    said = f"no live worker consumes its queue '{queue}'. Start one: `sentq worker` with SENTQ_QUEUE={queue}"
+    try:
+        with http(api) as client, console(browser, api.url, tmp_path / "console-figures.png") as page:
+            job = submit(client, lines_of_text(30), chunk_size=10, name="waiting.txt")
+            stopped = submit(client, lines_of_text(30), chunk_size=10, name="stopped.txt")
+            assert client.post(f"/v1/jobs/{stopped}/cancel").status_code == 200
+
+            page.goto(f"/jobs/{job}")
+            expect(page.get_by_role("alert")).to_have_text(said)
+            expect(the_field(page, "eta")).to_have_text("waiting for a worker")
+            expect(the_field(page, "inflight")).to_have_text("3 pending · 0 being scored")
+            record = client.get(f"/v1/jobs/{job}").json()
+            assert record["waiting_for_worker"] is True and record["eta_s"] is None
+
+            page.goto("/")
+            card = page.locator(f'.card[data-queue="{queue}"]')
+            expect(card.locator(".big")).to_have_text("6")
+            expect(card).to_contain_text("3 chunk(s) of 1 unfinished job(s) waiting")
+            expect(card.locator('[data-field="leftovers"]')).to_contain_text("3 leftover message(s) of stopped jobs")
+            expect(card.locator('[data-field="no-worker"]')).to_have_text(f"1 job(s) waiting: {said}")
+            page.screenshot(path=tmp_path / "console-queue-card.png", full_page=True)
+            metrics = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+            by_queue = {
+                name: {s.labels["queue"]: s.value for s in metrics[name].samples}
+                for name in ("sentq_queue_chunks_waiting", "sentq_queue_leftover_messages", "sentq_queue_jobs")
+            }
+            assert [by_queue[name][queue] for name in by_queue] == [3, 3, 1]
+
+            page.goto(f"/jobs/{stopped}")  # cancelled before any text was scored: nothing to download
+            expect(the_field(page, "state")).to_have_text("cancelled")
+            expect(page.get_by_role("link", name="Download JSONL")).to_have_count(0)
+            expect(page.get_by_role("link", name="Download CSV")).to_have_count(0)
+            expect(page.locator('[data-field="no-rows"]')).to_be_visible()
+
+            page.goto(f"/jobs/{job}")
+            expect(the_field(page, "inflight")).to_have_text("3 pending · 0 being scored")
+            page.evaluate("window.notReloaded = true")
+            w.start()
+            # Live, on the page as it is (no reload): the first chunk being scored (a second each), the worker line
+            # gone; the job waits for no worker now, though nothing of it is scored yet (one event paints all fields).
+            expect(the_field(page, "inflight")).to_have_text("2 pending · 1 being scored")
+            assert the_field(page, "eta").inner_text() != "waiting for a worker"
+            expect(page.locator('[data-field="no-worker"]')).to_be_hidden()
+            expect(the_field(page, "inflight")).to_have_text(re.compile(r"^[01] pending · 1 being scored$"))
+            assert page.evaluate("window.notReloaded === true")
+            page.screenshot(path=tmp_path / "console-in-flight.png", full_page=True)
+            expect(the_field(page, "state")).to_have_text("done", timeout=WAIT_MS)
+            expect(page.locator('.facts [data-field="duration"]')).to_have_text(re.compile(r"^\d+s$"))
+            expect(page.get_by_role("link", name="Download JSONL")).to_be_visible()
+            record = client.get(f"/v1/jobs/{job}").json()
+            assert record["duration_s"] == pytest.approx(record["finished_at"] - record["created"], abs=0.01)
+            page.screenshot(path=tmp_path / "console-done-duration.png", full_page=True)
+    finally:
+        w.stop()
+        api.stop()
+
+
+def test_search_forget_and_refused_upload(browser: Browser, api: ApiServer, worker: Worker, tmp_path: Path) -> None:
+    """A file the console refuses leaves no job; the jobs page finds jobs by source name or id; one job is forgotten
+    from its page, then every done job of the filter, each only after a confirmation."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text('id,text\n1,"never closed\n')
+    dialogs: list[str] = []
+    with http(api) as client, console(browser, api.url, tmp_path / "console-list.png") as page:
+        page.goto("/")
+        form = page.locator("#submit-form")
+        form.locator('input[type="file"]').set_input_files(bad)
+        form.get_by_role("button", name="Submit").click()
+        expect(page.get_by_role("alert")).to_contain_text("bad.csv")
+        assert client.get("/v1/jobs").json()["jobs"] == []
+
+        alpha = submit(client, lines_of_text(20), name="alpha-reviews.txt")
+        beta = submit(client, lines_of_text(20), name="beta-tickets.txt")
+        for job in (alpha, beta):
+            wait_job(client, job, lambda r: r["state"] == "done")
+
+        page.goto("/")
+        page.get_by_role("searchbox", name="search jobs").fill("ALPHA")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("table.jobs tbody tr")).to_have_count(1)
+        expect(page.locator(f'tr[data-job="{alpha}"]')).to_be_visible()
+        page.get_by_role("searchbox", name="search jobs").fill(beta[:6])
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("table.jobs tbody tr")).to_have_count(1)
+        expect(page.locator(f'tr[data-job="{beta}"]')).to_be_visible()
+        page.get_by_role("searchbox", name="search jobs").fill("nothing-like-this")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator(".empty")).to_have_text("No jobs match this search.")
+        page.screenshot(path=tmp_path / "console-search.png", full_page=True)
+
+        def answer(accept: bool) -> Callable[[Dialog], None]:
+            def handle(dialog: Dialog) -> None:
+                dialogs.append(dialog.message)
+                dialog.accept() if accept else dialog.dismiss()
+
+            return handle
+
+        page.goto(f"/jobs/{alpha}")
+        page.once("dialog", answer(False))
+        page.get_by_role("button", name="Forget").click()
+        page.evaluate("1")
+        assert dialogs[-1].startswith(f"Forget job {alpha}?")
+        assert client.get(f"/v1/jobs/{alpha}").status_code == 200  # dismissed: nothing happened
+        page.once("dialog", answer(True))
+        with page.expect_navigation(url="**/?msg=forgot*"):
+            page.get_by_role("button", name="Forget").click()
+        expect(page.get_by_role("status")).to_have_text("forgot 1 job(s)")
+        assert client.get(f"/v1/jobs/{alpha}").status_code == 404
+        expect(page.locator(f'tr[data-job="{alpha}"]')).to_have_count(0)
+
+        page.goto("/?state=done")
+        page.once("dialog", answer(True))
+        with page.expect_navigation(url="**/?state=done&msg=forgot*"):
+            page.get_by_role("button", name="Forget every done job").click()
+        assert dialogs[-1].startswith("Forget every done job?")
+        expect(page.get_by_role("status")).to_have_text("forgot 1 job(s)")
+        expect(page.locator("table.jobs tbody tr")).to_have_count(0)
+        assert client.get(f"/v1/jobs/{beta}").status_code == 404
+        page.screenshot(path=tmp_path / "console-forgotten.png", full_page=True)

@@ -161,13 +161,15 @@ def test_missing_file(redis_url: str, tmp_path: Path) -> None:
 
 
 def test_stdin_failing_part_way_marks_the_job_invalid(redis_url: str) -> None:
-    lines = b"".join(b"text %d\n" % i for i in range(50)) + b"\xff bad\n"
-    proc = run_sentq(["submit", "-", "--chunk-size", "10"], redis_url, input=lines)
+    # Past the reader's buffer: chunks were queued before the bad line was read (tests/test_figures.py: a stream
+    # refused before its first chunk leaves no job).
+    lines = b"".join(b"text %d\n" % i for i in range(20_000)) + b"\xff bad\n"
+    proc = run_sentq(["submit", "-", "--chunk-size", "1000"], redis_url, input=lines)
     assert proc.returncode == 2
-    assert "line 51" in proc.stderr
+    assert "line 20,001" in proc.stderr
     listing = json.loads(run_sentq(["status", "--json"], redis_url).stdout)
     assert listing[0]["state"] == "invalid"
-    assert "line 51" in listing[0]["error"]
+    assert "line 20,001" in listing[0]["error"]
 
 
 def test_200k_lines_every_line_once_in_order(worker: Worker, redis_url: str, tmp_path: Path) -> None:
@@ -390,9 +392,9 @@ def test_wait_forget_frees_the_job_after_a_complete_download(worker: Worker, red
 
 
 def test_cancel_or_forget_while_the_input_is_read_is_not_undone(redis_url: str) -> None:
-    """A stream being read is cancelled (then forgotten) before its first chunk is staged: the producer stops at its
-    next flush, says so (exit 5), the job stays cancelled and out of the reconciler's index, and once forgotten no key
-    of it comes back (none would expire)."""
+    """A stream being read is cancelled (then forgotten) once its first chunk is staged (the job exists only from
+    then on): the producer stops at its next flush, says so (exit 5), the job stays cancelled and out of the
+    reconciler's index, and once forgotten no key of it comes back (none would expire)."""
     import subprocess
 
     from tests.conftest import SENTQ, base_env
@@ -407,11 +409,13 @@ def test_cancel_or_forget_while_the_input_is_read_is_not_undone(redis_url: str) 
             stderr=subprocess.PIPE,
         )
         assert producer.stdin is not None and producer.stdout is not None
-        producer.stdin.write(b"great product\n" * 5)  # half a chunk: nothing staged yet
+        # Past the reader's buffer (whole chunks only, no flush when quiet): chunks are staged, the job made.
+        producer.stdin.write(b"great product\n" * 20_000)
         producer.stdin.flush()
         job = producer.stdout.readline().decode().strip()
-        assert client.hget(f"sentq:job:{job}", "state") == b"staging"
+        assert client.hget(f"sentq:job:{job}", "state") == b"queued"
         assert run_sentq(["cancel", job], redis_url).returncode == 0
+        queued = client.llen("staging-q")
         if forget:
             assert run_sentq(["forget", job], redis_url).returncode == 0
         out, err = producer.communicate(b"awful service\n" * 100, timeout=60)
@@ -421,7 +425,9 @@ def test_cancel_or_forget_while_the_input_is_read_is_not_undone(redis_url: str) 
             assert client.keys(f"sentq:job:{job}*") == []
         else:
             assert client.hget(f"sentq:job:{job}", "state") == b"cancelled"
-            assert client.zscore("sentq:jobs:active", job) is None and client.llen("staging-q") == 0
+            # Nothing more went out after the cancel (what did is left for the worker that takes it to drop).
+            assert client.zscore("sentq:jobs:active", job) is None and client.llen("staging-q") == queued
+            client.delete("staging-q")
             assert all(client.ttl(key) > 0 for key in client.keys(f"sentq:job:{job}*"))
     client.close()
 
@@ -646,7 +652,7 @@ def test_resume_refuses_a_job_whose_producer_is_alive(redis_url: str) -> None:
     )
     assert producer.stdin is not None and producer.stdout is not None
     try:
-        producer.stdin.write(b"great product\n" * 15)
+        producer.stdin.write(b"great product\n" * 20_000)  # past the reader's buffer: chunks staged, the job made
         producer.stdin.flush()
         job = producer.stdout.readline().decode().strip()
         refused = run_sentq(["submit", "-", "--resume", job], redis_url, input=b"great product\n" * 15)

@@ -226,13 +226,18 @@ def test_oldest_waiting_looks_past_many_leased_chunks(quiet: tuple[redis.Redis, 
 
 
 def test_invalid_input_counts_once(client: redis.Redis, redis_url: str, tmp_path: Path) -> None:
-    """A file that fails validation and a stream that fails part-way: each job counted invalid once."""
+    """A file that fails validation creates no job and counts nothing; streams that fail part-way (after chunks were
+    queued): each job counted invalid once."""
     settings = settings_for(redis_url)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine\n\xff broken\n")
     assert run_sentq(["submit", str(bad)], redis_url).returncode == 2
-    lines = b"".join(b"text %d\n" % i for i in range(50)) + b"\xff bad\n"
-    assert run_sentq(["submit", "-", "--chunk-size", "10"], redis_url, input=lines).returncode == 2
+    assert counters(client, settings) == zero()
+    # Past the reader's buffer, so chunks are queued (where no worker takes them) before the bad line is read.
+    lines = b"".join(b"text %d\n" % i for i in range(20_000)) + b"\xff bad\n"
+    for _ in range(2):
+        proc = run_sentq(["submit", "-", "--chunk-size", "1000"], redis_url, input=lines, SENTQ_QUEUE="counts-q")
+        assert proc.returncode == 2, proc.stderr
     assert counters(client, settings) == zero(submitted=2, finished_invalid=2)
     for record in jobs.recent(client, settings):
         assert record.state == jobs.JobState.INVALID

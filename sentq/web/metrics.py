@@ -154,11 +154,31 @@ class _Reading(Collector):
             "Age of the oldest chunk sent to the queue and not yet taken by a worker (0 when none waits).",
             labels=["queue"],
         )
+        # What the messages are: chunks of unfinished jobs waiting for a worker, and the rest (a stopped job's
+        # leftovers, re-sends), so a queue length never reads as work pending when it is not.
+        chunks_waiting = GaugeMetricFamily(
+            "sentq_queue_chunks_waiting",
+            "Chunks of unfinished jobs sent to the queue and not yet taken by a worker (by the ledger).",
+            labels=["queue"],
+        )
+        leftovers = GaugeMetricFamily(
+            "sentq_queue_leftover_messages",
+            "Messages in the queue that carry no waiting chunk of an unfinished job (a cancelled, finished or "
+            "forgotten job's, dropped by the worker that takes them; or a re-sent chunk's second message).",
+            labels=["queue"],
+        )
+        queue_jobs = GaugeMetricFamily("sentq_queue_jobs", "Unfinished jobs on the queue.", labels=["queue"])
         for name, queue in s.queues.items():
             length.add_metric([name], queue.length)
             waiting.add_metric([name], queue.oldest_waiting_s)
+            chunks_waiting.add_metric([name], queue.chunks_waiting)
+            leftovers.add_metric([name], queue.leftovers)
+            queue_jobs.add_metric([name], queue.jobs)
         yield length
         yield waiting
+        yield chunks_waiting
+        yield leftovers
+        yield queue_jobs
         yield GaugeMetricFamily("sentq_workers_online", "Workers with a live heartbeat.", value=s.workers_online)
         yield GaugeMetricFamily(
             "sentq_workers_busy", "Tasks the live workers' processes are running now.", value=s.workers_busy

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from sentq import control, errors, jobs, keys, lifecycle
+from sentq import control, errors, follow, jobs, keys, lifecycle
 from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets, mask_url
 from sentq.web import auth
@@ -56,6 +56,14 @@ def _duration(seconds: float | None) -> str:
 templates.env.filters["when"] = _when
 templates.env.filters["duration"] = _duration
 templates.env.filters["thousands"] = lambda n: f"{n:,}" if isinstance(n, int) else "-"
+
+
+def _eta(job: jobs.JobRecord, waiting: bool | None = None) -> str:
+    """The ETA at the job's recent pace (the same words as console.js paints); ``waiting`` as control.waiting found."""
+    return "waiting for a worker" if (job.waiting_for_worker if waiting is None else waiting) else _duration(job.eta_s)
+
+
+templates.env.filters["eta"] = _eta
 
 
 def _page(
@@ -111,6 +119,18 @@ def _job_message(request: Request, job: jobs.JobRecord) -> str:
     return ""
 
 
+def _jobs_message(request: Request) -> str:
+    """The jobs page's flash for ?msg=: only numbers the link carries, checked, in the console's words."""
+    code, count = request.query_params.get("msg"), _number(request, "jobs")
+    if code == "forgot" and count is not None:
+        more = request.query_params.get("more") == "1"
+        return f"forgot {count} job(s)" + ("; more remain: forget again" if more else "")
+    return ""
+
+
+FINISHED = ("done", "failed", "cancelled", "invalid")
+
+
 def _models_message(request: Request) -> str:
     version, before = _number(request, "v"), _number(request, "was")
     if request.query_params.get("msg") != "used" or version is None:
@@ -131,15 +151,19 @@ def _may_write(request: Request, settings: Settings) -> Response | str | None:
 
 def _jobs_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
     state, cursor = request.query_params.get("state") or None, request.query_params.get("cursor") or None
+    search = request.query_params.get("q", "")[:200].strip()
     try:
-        found, next_cursor = control.list_jobs(settings, state=state, limit=25, cursor=cursor)
+        found, next_cursor = control.list_jobs(settings, state=state, limit=25, cursor=cursor, search=search)
     except errors.ConfigError:  # its words would repeat the link's: say it in ours, and show all jobs
         flash = {"error": "this link's job state or page is not one the console made: showing all jobs"}
         flash["status_code"] = 400
         state = None
-        found, next_cursor = control.list_jobs(settings, limit=25)
+        found, next_cursor = control.list_jobs(settings, limit=25, search=search)
+    flash.setdefault("message", _jobs_message(request))
     snap = _snapshot(settings)
-    context = {"jobs": found, "state": state or "", "next_cursor": next_cursor, "snap": snap}
+    context = {"jobs": found, "state": state or "", "next_cursor": next_cursor, "snap": snap, "q": search}
+    context["finished"] = FINISHED
+    context["unserved"] = _unserved(settings, snap)
     return _page(request, settings, access, "jobs.html", **context, **flash)
 
 
@@ -152,7 +176,10 @@ def _job_view(request: Request, settings: Settings, access: auth.Access, job_id:
         return _page(request, settings, access, "job.html", error=said, status_code=404)
     flash.setdefault("message", _job_message(request, record))
     where = control.ledger_summary(settings, job_id)
-    return _page(request, settings, access, "job.html", job=record, failures=failures, ledger=where, **flash)
+    no_worker = follow.unserved(control.connect(settings), record)
+    context: dict[str, Any] = {"job": record, "failures": failures, "ledger": where, "no_worker": no_worker}
+    context["waiting"] = control.waiting(settings, record, where)
+    return _page(request, settings, access, "job.html", **context, **flash)
 
 
 def _models_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
@@ -179,7 +206,9 @@ def workers_page(request: Request, settings: SettingsDep) -> Response:
     if access is None:
         return _to_login(request)
     found, dead, _ = control.workers(settings)
-    return _page(request, settings, access, "workers.html", workers=found, dead=dead, snap=_snapshot(settings))
+    snap = _snapshot(settings)
+    context = {"workers": found, "dead": dead, "snap": snap, "unserved": _unserved(settings, snap)}
+    return _page(request, settings, access, "workers.html", **context)
 
 
 @router.get("/models", response_class=HTMLResponse)
@@ -315,6 +344,28 @@ def retry(request: Request, job_id: str, settings: SettingsDep) -> Response:
     return _act(request, settings, action, partial(_job_view, request, settings, job_id=job_id))
 
 
+@router.post("/console/jobs/{job_id}/forget")
+def forget(request: Request, job_id: str, settings: SettingsDep) -> Response:
+    def action() -> RedirectResponse:
+        control.forget(settings, job_id)
+        return _back("/", "forgot", jobs=1)
+
+    return _act(request, settings, action, partial(_job_view, request, settings, job_id=job_id))
+
+
+@router.post("/console/jobs/forget")
+def forget_all(request: Request, settings: SettingsDep, state: Annotated[str, Form()]) -> Response:
+    """Every finished job of one state (done, failed, cancelled, invalid), a batch a request (the page says if more
+    remain)."""
+
+    def action() -> RedirectResponse:
+        count, more = control.forget_finished(settings, state)  # ConfigError for a state that is not finished
+        facts = {"state": state, "msg": "forgot", "jobs": count, "more": int(more)}
+        return RedirectResponse(f"/?{urlencode(facts)}", status_code=303)
+
+    return _act(request, settings, action, partial(_jobs_view, request, settings))
+
+
 @router.post("/console/models/{version}/use")
 def use_model(request: Request, version: str, settings: SettingsDep) -> Response:
     def action() -> RedirectResponse:
@@ -328,3 +379,16 @@ def _snapshot(settings: Settings) -> Any:
     from sentq import stats
 
     return stats.snapshot(control.connect(settings), settings)
+
+
+def _unserved(settings: Settings, snap: Any) -> dict[str, str]:
+    """Queue -> what `sentq wait` says of it, for each queue with unfinished jobs and no live worker consuming it."""
+    from sentq import ledger
+
+    client = control.connect(settings)
+    served = {queue for worker in ledger.live_workers(client) for queue in worker.queues}
+    return {
+        name: f"{q.jobs} job(s) waiting: {follow.no_worker(name)}"
+        for name, q in snap.queues.items()
+        if q.jobs and name not in served
+    }

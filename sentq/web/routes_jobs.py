@@ -47,8 +47,9 @@ ENCODINGS = ("", "identity", "gzip", "x-gzip")
 UPLOAD_DOC = """The request body is the file, read as a stream: chunks are staged and queued as they arrive, never
 the whole body in memory. Format from Content-Type (text/plain, text/csv, text/tab-separated-values,
 application/x-ndjson, application/jsonl) or ?format=; gzip by Content-Encoding or by its magic bytes.
-A body that turns out bad part-way marks its job invalid (422, the job id in the problem). An Idempotency-Key
-header makes a retried upload answer with the same job (200) instead of creating another."""
+A body that turns out bad part-way marks its job invalid (422, the job id in the problem); one refused before its
+first chunk is queued makes no job (no id in the problem). An Idempotency-Key header makes a retried upload answer
+with the same job (200) instead of creating another; a second upload with the key while the first is read is a 409."""
 
 
 def input_format(content_type: str | None, fmt: str | None, encoding: str | None) -> str:
@@ -143,9 +144,12 @@ def list_jobs(
     cursor: Annotated[
         str | None, Query(pattern=CURSOR, max_length=100, description="next_cursor of the previous page.")
     ] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Only jobs whose id starts with it or whose source holds it.")
+    ] = None,
 ) -> dict[str, Any]:
-    """Recent jobs, newest first, a page at a time (optionally only those in one state)."""
-    found, next_cursor = control.list_jobs(settings, state=state, limit=limit, cursor=cursor)
+    """Recent jobs, newest first, a page at a time (optionally only those in one state, or matching a search)."""
+    found, next_cursor = control.list_jobs(settings, state=state, limit=limit, cursor=cursor, search=q)
     return {"jobs": [r.to_dict() for r in found], "next_cursor": next_cursor}
 
 
@@ -226,21 +230,39 @@ def results(
 )
 def events(job_id: str, settings: SettingsDep) -> StreamingResponse:
     """Progress as Server-Sent Events (the job record on each change), until the job ends (an `end` event)."""
-    from sentq import follow
+    from sentq import follow, ledger
+    from sentq.jobs import JobRecord
 
     client = control.connect(settings)
     control.status(settings, job_id)  # 404 before the stream starts
     polls = follow.watch(client, job_id, every_poll=True)
 
+    def poll() -> tuple[JobRecord, dict[str, Any]] | None:
+        """The next record, with where its chunks are and whether a worker serves its queue (the job page's
+        "in flight" and "no worker" lines), unless it is over."""
+        record = next(polls, None)
+        if record is None or record.state.finished:
+            return None if record is None else (record, {})
+        where = ledger.summary(client, job_id)
+        return record, {
+            "in_flight": {"pending": where.pending, "being_scored": len(where.leased)},
+            "no_worker": follow.unserved(client, record),
+            "waiting_for_worker": follow.waiting(client, record, where),
+        }
+
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
-        last = None
+        last: JobRecord | None = None
+        said: tuple[Any, ...] = ()
         quiet_since = time.monotonic()
         try:
-            while (record := await anyio.to_thread.run_sync(next, polls, None)) is not None:
-                if record != last:
-                    last, quiet_since = record, time.monotonic()
-                    yield f"event: progress\ndata: {json.dumps(record.to_dict())}\n\n".encode()
+            while (polled := await anyio.to_thread.run_sync(poll)) is not None:
+                record, extra = polled
+                # The record, and what changes without it: its chunks leased or waiting, a worker gone or back.
+                now = (record, json.dumps(extra, sort_keys=True))
+                if now != said:
+                    last, said, quiet_since = record, now, time.monotonic()
+                    yield f"event: progress\ndata: {json.dumps(record.to_dict() | extra)}\n\n".encode()
                 elif time.monotonic() - quiet_since > KEEPALIVE_S:  # proxies close a silent stream
                     quiet_since = time.monotonic()
                     yield b": still running\n\n"

@@ -62,8 +62,13 @@ class Job(BaseModel):
     heartbeat: float | None
     finished_at: float | None
     error: str
-    texts_per_s: float
-    eta_s: float | None
+    texts_per_s: float = Field(description="Texts scored per second since the job was submitted (its summary).")
+    recent_texts_per_s: float = Field(
+        description="Texts scored per second over the job's recent scoring (about the last 30 s); 0 when none lately."
+    )
+    eta_s: float | None = Field(description="Seconds to go at the recent rate; null when unknown or nothing is scored.")
+    waiting_for_worker: bool = Field(description="Queued or running with nothing of it scored lately: no live worker.")
+    duration_s: float | None = Field(description="A finished job's time from submission to its end.")
 
 
 class JobDetail(Job):

@@ -21,7 +21,12 @@ function paint(root, job) {
   set("texts", fmt(job.texts_done) + " / " + fmt(job.total_texts));
   set("rate", Math.round(job.texts_per_s).toLocaleString("en-US") + (root.matches("tr") ? "" : " texts/s"));
   set("chunks", job.chunks_done + " done · " + job.chunks_failed + " failed · " + (job.total_chunks ?? "?") + " in all");
-  set("eta", job.eta_s !== null ? duration(job.eta_s) : (job.finished_at ? "finished" : "-"));
+  set("recent", Math.round(job.recent_texts_per_s || 0).toLocaleString("en-US") + " texts/s");
+  // The same words as the server renders (routes_console._eta).
+  set("eta", job.waiting_for_worker ? "waiting for a worker" : (job.eta_s !== null ? duration(job.eta_s) : (job.finished_at ? "finished" : "-")));
+  if (job.in_flight) set("inflight", job.in_flight.pending + " pending · " + job.in_flight.being_scored + " being scored");
+  const alone = root.querySelector('[data-field="no-worker"]');
+  if (alone && job.no_worker !== undefined) { alone.textContent = job.no_worker; alone.hidden = !job.no_worker; }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
