@@ -162,14 +162,7 @@ def _text_source(
         path = os.fspath(source)
         if not isinstance(path, str):
             raise TypeError(f"sentq.submit takes a str path, got a bytes path {path!r}; decode it first")
-        return TextSource(
-            path,
-            fmt=fmt,
-            column=column,
-            field=field,
-            max_chars=settings.max_text_chars,
-            max_gunzip_bytes=settings.max_gunzip_bytes,
-        )
+        return TextSource.from_settings(path, settings, fmt=fmt, column=column, field=field)
     if isinstance(source, bytes | bytearray | memoryview) or not isinstance(source, Iterable):
         raise TypeError(
             f"sentq.submit takes a path or an iterable of str texts, not {type(source).__name__}"

@@ -149,7 +149,7 @@ def resume_source(
     column: str | None = None,
     field: str | None = None,
     chunk_size: int | None = None,
-    idle_s: float = 0.0,
+    live: bool = False,
 ) -> tuple[TextSource, int]:
     """``path`` read as job ``job_id`` read its input (format, column, field), with its chunk size: what
     `submit --resume` and `retry --from` read again. An option given that differs from the job's is a ConfigError."""
@@ -170,15 +170,7 @@ def resume_source(
                 f"{name} {given} is not how job {job_id} read its input ({name} {was}); drop it: the input is read "
                 "again exactly as the job first read it"
             )
-    source = TextSource(
-        path,
-        fmt=record.format,
-        column=was_column,
-        field=was_field,
-        max_chars=settings.max_text_chars,
-        idle_s=idle_s,
-        max_gunzip_bytes=settings.max_gunzip_bytes,
-    )
+    source = TextSource.from_settings(path, settings, live=live, fmt=record.format, column=was_column, field=was_field)
     return source, record.chunk_size
 
 

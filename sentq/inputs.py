@@ -25,6 +25,8 @@ from sentq.inputs_formats import Block, FormatReader, is_index, plain_text_fits
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
+    from sentq.settings import Settings
+
 FORMATS = ("text", "csv", "tsv", "jsonl")
 
 _SUFFIXES = {
@@ -162,6 +164,14 @@ class TextSource:
         self._used = True
         self.blank_lines = self.texts = 0
         return (Chunk(index, lines, texts) for index, (lines, texts) in enumerate(self._read(size)))
+
+    @classmethod
+    def from_settings(cls, path: str, settings: Settings, *, live: bool = False, **options: Any) -> TextSource:
+        """``path`` read under ``settings``' limits (SENTQ_MAX_TEXT_CHARS, SENTQ_MAX_GUNZIP_BYTES); with ``live``, a
+        quiet pipe's lines are queued after SENTQ_STREAM_IDLE (the CLI's stdin). ``options``: the reader's own."""
+        idle_s = settings.stream_idle_s if live else 0.0
+        max_chars, max_gunzip = settings.max_text_chars, settings.max_gunzip_bytes
+        return cls(path, max_chars=max_chars, max_gunzip_bytes=max_gunzip, idle_s=idle_s, **options)
 
     @property
     def options(self) -> dict[str, str]:

@@ -111,23 +111,14 @@ def submit(
     stage: Callable[[Callable[[str], None]], Any]
     if resume is not None:
         job = resume
-        idle = settings.stream_idle_s
         source, size = control.resume_source(
-            settings, job, path, fmt=fmt, column=column, field=field, chunk_size=chunk_size, idle_s=idle
+            settings, job, path, fmt=fmt, column=column, field=field, chunk_size=chunk_size, live=True
         )
         said = "resumed"
         stage = lambda told: control.resume(settings, job, source, size, on_resumed=told)  # noqa: E731
     else:
         settings = load_settings(chunk_size=chunk_size)
-        source = TextSource(
-            path,
-            fmt=fmt,
-            column=column,
-            field=field,
-            max_chars=settings.max_text_chars,
-            idle_s=settings.stream_idle_s,
-            max_gunzip_bytes=settings.max_gunzip_bytes,
-        )
+        source = TextSource.from_settings(path, settings, live=True, fmt=fmt, column=column, field=field)
         said = "submitted"
         stage = lambda told: control.submit(settings, source, model_version=model, on_created=told)  # noqa: E731
     if wait:

@@ -286,15 +286,8 @@ async def submit(
     fmt = format or {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "ndjson": "jsonl"}.get(suffix)
 
     def run() -> str:
-        source = TextSource(
-            "-",
-            fmt=fmt,
-            column=column or None,
-            field=field or None,
-            max_chars=settings.max_text_chars,
-            max_gunzip_bytes=settings.max_gunzip_bytes,
-            stdin=file.file,
-            name=name,
+        source = TextSource.from_settings(
+            "-", settings, fmt=fmt, column=column or None, field=field or None, stdin=file.file, name=name
         )
         return control.submit(settings, source).id
 

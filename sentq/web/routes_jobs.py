@@ -104,15 +104,8 @@ async def submit(
         if earlier is not None:
             return _job_response(earlier.to_dict(), 200, replayed=True)
     body = BodyStream(request.stream(), max_bytes=settings.api_max_bytes, name=shown)
-    source = TextSource(
-        "-",
-        fmt=fmt,
-        column=column,
-        field=field,
-        max_chars=settings.max_text_chars,
-        max_gunzip_bytes=settings.max_gunzip_bytes,
-        stdin=cast(BinaryIO, body),
-        name=shown,
+    source = TextSource.from_settings(
+        "-", settings, fmt=fmt, column=column, field=field, stdin=cast(BinaryIO, body), name=shown
     )
 
     def created(job_id: str) -> None:
