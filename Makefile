@@ -64,10 +64,12 @@ chromium:
 demo: setup
 	$(BIN)/python scripts/demo.py
 
-# On every core (pytest-xdist; each process has its own Redis and session worker). The venv is compiled at setup;
-# sentq's own modules are compiled here too, where an environment's PYTHONDONTWRITEBYTECODE would have every one of
-# the suite's sentq processes compile them again (the suite took 1,015 CPU-s that way, 470 compiled).
-PYTEST_WORKERS ?= auto
+# One pytest process more than there are cores (pytest-xdist; each has its own Redis and session worker): the suite
+# waits on real servers and clocks much of its time (at 2 processes on 2 cores it kept them 63% busy), and a third
+# process fills those waits: pytest 322 s -> 264 s here. The venv is compiled at setup; sentq's own modules are
+# compiled here too, where an environment's PYTHONDONTWRITEBYTECODE would have every one of the suite's sentq
+# processes compile them again (the suite took 1,015 CPU-s that way, 470 compiled).
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: setup chromium lint
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
