@@ -121,19 +121,8 @@ def submit(
         if on_created is not None:
             on_created(job_id)
 
-    publish = worker_module(settings).publisher(settings.queue)
     try:
-        return jobs.stage(
-            client,
-            settings,
-            job_id,
-            source,
-            chunk_size=size,
-            publish=lambda indexes, at: publish(job_id, indexes, at),
-            create=create,
-        )
-    except redis.RedisError as exc:
-        raise store.unavailable(settings.backend_url, exc) from None
+        return _stage(settings, client, job_id, source, settings.queue, chunk_size=size, create=create)
     finally:
         if idempotency_key is not None and not created:  # refused before its job existed: the key is free again
             with contextlib.suppress(redis.RedisError):
@@ -184,18 +173,21 @@ def resume(
     """Continue staging job ``job_id`` from ``source`` (see ``jobs.stage``'s ``resume``); returns the sealed record."""
     client = connect(settings)
     check_broker(settings)
-    publish = worker_module(settings).publisher(jobs.get(client, job_id).queue or settings.queue)
+    queue = jobs.get(client, job_id).queue or settings.queue
+    return _stage(settings, client, job_id, source, queue, chunk_size=chunk_size, resume=True, on_resumed=on_resumed)
+
+
+def _stage(
+    settings: Settings, client: redis.Redis, job_id: str, source: TextSource, queue: str, **how: Any
+) -> jobs.JobRecord:
+    """``jobs.stage`` of ``source`` as job ``job_id`` (``how``: its options), its chunks' tasks sent on ``queue``."""
+    publish = worker_module(settings).publisher(queue)
+
+    def sent(indexes: list[int], at: float) -> None:
+        publish(job_id, indexes, at)
+
     try:
-        return jobs.stage(
-            client,
-            settings,
-            job_id,
-            source,
-            chunk_size=chunk_size,
-            publish=lambda indexes, at: publish(job_id, indexes, at),
-            resume=True,
-            on_resumed=on_resumed,
-        )
+        return jobs.stage(client, settings, job_id, source, publish=sent, **how)
     except redis.RedisError as exc:
         raise store.unavailable(settings.backend_url, exc) from None
 
