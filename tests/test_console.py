@@ -566,3 +566,26 @@ def test_search_forget_and_refused_upload(browser: Browser, api: ApiServer, work
         expect(page.locator("table.jobs tbody tr")).to_have_count(0)
         assert client.get(f"/v1/jobs/{beta}").status_code == 404
         page.screenshot(path=tmp_path / "console-forgotten.png", full_page=True)
+
+
+def test_api_docs_load_offline_and_authorize(browser: Browser, api: ApiServer, tmp_path: Path) -> None:
+    """/docs on a closed network: every request outside the API is refused, and Swagger UI still renders the API from
+    this server's own files, under its Content-Security-Policy, and offers "Authorize" (the bearer scheme is in
+    /openapi.json)."""
+    outside: list[str] = []
+
+    def only_here(route: Any) -> None:
+        if route.request.url.startswith(api.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with console(browser, api.url, tmp_path / "docs.png") as page:
+        page.route("**/*", only_here)
+        page.goto("/docs")
+        expect(page.locator(".opblock-summary-path", has_text="/v1/jobs").first).to_be_visible()
+        expect(page.get_by_role("button", name="Authorize")).to_be_visible()
+    assert not outside, outside
+    schema = httpx.get(api.url + "/openapi.json", timeout=30).json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

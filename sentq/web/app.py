@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentq import __version__, store
 from sentq.settings import Settings
-from sentq.web import problems, routes_console, routes_jobs, routes_models, routes_ops, routes_seed
+from sentq.web import apidocs, problems, routes_console, routes_jobs, routes_models, routes_ops, routes_seed
 from sentq.web.limits import BodyLimit
 from sentq.web.metrics import HttpStats
 
@@ -47,7 +47,10 @@ def create_app(settings: Settings) -> FastAPI:
         description="Score files of texts for sentiment on Celery workers: jobs, results in input order, models, "
         "workers, metrics. Errors are application/problem+json (RFC 9457).",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own copies: no CDN, no inline script
+        redoc_url=None,
     )
+    apidocs.mount(app)
     app.state.settings = settings
     app.state.stats = stats
     problems.install(app)
@@ -60,8 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     # A request for a name this API does not answer (DNS rebinding with auth off) is refused first.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.api_hosts)
     # Outermost, so every answer carries them, the Host refusal too.
-    docs = {url for url in (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url) if url}
-    app.add_middleware(SecurityHeaders, docs_paths=frozenset(docs))
+    app.add_middleware(SecurityHeaders, docs_paths=apidocs.PAGES)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -97,6 +99,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 responses["503"] = {"description": "Redis or the broker does not answer.", **problem}
         for unused in ("HTTPValidationError", "ValidationError"):
             schema["components"]["schemas"].pop(unused, None)
+        # The token (when SENTQ_API_TOKENS sets any), so Swagger UI's "Authorize" sends it; {}: none needed otherwise.
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "A token of SENTQ_API_TOKENS."}
+        }
+        schema["security"] = [{"bearer": []}, {}]
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -151,13 +158,11 @@ class RequestStats:
 # anything else (JSON, rows, streams, static files) loads nothing at all if a browser renders it as a document.
 API_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 CONSOLE_POLICY = "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-# FastAPI's /docs and /redoc pages load Swagger UI and ReDoc from jsDelivr (and fonts, a favicon) and start them with
-# an inline script; they render nothing a client sent.
+# /docs (sentq/web/apidocs.py): Swagger UI from this origin, started by a script file, nothing from elsewhere; it sets
+# styles as it renders, which the console never does.
 DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "worker-src blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
