@@ -198,7 +198,11 @@ class SecurityHeaders:
 
 
 def _route(scope: Scope) -> str:
-    """The matched route's template (/v1/jobs/{job_id}), never the raw path: bounded label values."""
+    """The matched route's template (/v1/jobs/{job_id}), never the raw path: bounded label values. A mount's files
+    (/static, /apidocs) are counted under the mount, as /static/{path}."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"
+    if path:
+        return str(path)
+    mount = scope.get("root_path")  # set by the mount that served the request
+    return f"{mount}/{{path}}" if mount else "unmatched"
