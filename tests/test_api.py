@@ -301,6 +301,11 @@ def test_redis_down_is_503_with_the_url_masked(tmp_path: Path) -> None:
             for reply in (http.get("/readyz"), http.get("/v1/jobs"), http.post("/v1/jobs", content=b"a\n")):
                 body = assert_problem(reply, 503, "cannot reach redis://:***@127.0.0.1")
                 assert "hunter2secret" not in reply.text, body
+            # /metrics still answers: sentq is down, and the requests just refused are counted (this process's)
+            scraped = http.get("/metrics")
+            assert scraped.status_code == 200, scraped.text
+            assert "sentq_up 0.0" in scraped.text and "hunter2secret" not in scraped.text
+            assert 'sentq_http_requests_total{code="503",method="GET",route="/readyz"} 1.0' in scraped.text
         assert "hunter2secret" not in api.output()
     finally:
         api.stop()
@@ -426,6 +431,7 @@ def test_models_workers_retrain_and_metrics(redis_url: str, worker: Worker, tmp_
                 )
 
             assert value("sentq_jobs_submitted", "sentq_jobs_submitted_total") == 1
+            assert value("sentq_up", "sentq_up") == 1
             assert value("sentq_jobs_finished", "sentq_jobs_finished_total", outcome="done") == 1
             assert value("sentq_texts_scored", "sentq_texts_scored_total") == 2
             assert value("sentq_workers_online", "sentq_workers_online") >= 1

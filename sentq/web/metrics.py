@@ -83,6 +83,17 @@ class HttpStats:
             raise
         return sum(requests.values())
 
+    def pending(self) -> dict[tuple[str, ...], str]:
+        """The requests counted here and not yet flushed, as ``render`` reads Redis's (a scrape while Redis is away)."""
+        with self._lock:
+            found: dict[tuple[str, ...], str] = {
+                ("requests", r, m, str(c)): str(n) for (r, m, c), n in self._requests.items()
+            }
+            for (route, method), counts in self._buckets.items():
+                found |= {("bucket", route, method, le): str(n) for le, n in zip(_LE, counts, strict=True) if n}
+            found |= {("sum", r, m): repr(total) for (r, m), total in self._sums.items()}
+        return found
+
     def _restore(
         self,
         requests: dict[tuple[str, str, int], int],
@@ -104,12 +115,36 @@ def _field(*parts: str) -> str:
     return json.dumps(parts, separators=(",", ":"))
 
 
-def render(client: redis.Redis, settings: Settings) -> bytes:
+def render(client: redis.Redis | None, settings: Settings, local: HttpStats | None = None) -> bytes:
     """The Prometheus text exposition of everything, read from Redis now (a few round trips, blocking: call it from
-    a worker thread, e.g. a plain ``def`` route)."""
+    a worker thread, e.g. a plain ``def`` route). With Redis away (``client`` None, or it fails), ``sentq_up 0`` and
+    the requests ``local`` counted that Redis has not got yet: a scrape answers, and says why the rest is missing."""
     registry = CollectorRegistry(auto_describe=False)  # fresh per scrape: nothing of this process leaks in
-    registry.register(_Reading(snapshot(client, settings), client.hgetall(keys.HTTP_STATS)))
+    try:
+        if client is None:
+            raise redis.ConnectionError("Redis did not answer")
+        reading: Collector = _Reading(snapshot(client, settings), client.hgetall(keys.HTTP_STATS))
+    except redis.RedisError:
+        reading = _Away(local.pending() if local is not None else {})
+    registry.register(reading)
     return generate_latest(registry)
+
+
+def _up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "sentq_up", "1 if sentq's Redis answered this scrape; 0 if not (then only this process's requests).", value
+    )
+
+
+class _Away(Collector):
+    """A scrape while Redis does not answer: sentq_up 0 and the requests this process counted meanwhile."""
+
+    def __init__(self, http: Mapping[tuple[str, ...], str]) -> None:
+        self.http = http
+
+    def collect(self) -> Iterator[Metric]:
+        yield _up(0)
+        yield from _http_families(self.http)
 
 
 class _Reading(Collector):
@@ -120,6 +155,7 @@ class _Reading(Collector):
         self.http = {tuple(json.loads(text(k))): text(v) for k, v in http.items()}
 
     def collect(self) -> Iterator[Metric]:
+        yield _up(1)
         s = self.snap
         yield CounterMetricFamily("sentq_jobs_submitted", "Jobs submitted.", value=s.jobs_submitted)
         finished = CounterMetricFamily(
@@ -198,35 +234,37 @@ class _Reading(Collector):
             yield GaugeMetricFamily(
                 "sentq_model_accuracy", "Held-out accuracy of the current model version.", value=s.model.accuracy
             )
-        yield from self._http()
+        yield from _http_families(self.http)
 
-    def _http(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(
-            "sentq_http_requests",
-            "HTTP requests answered, by route template, method and status code.",
-            labels=["route", "method", "code"],
-        )
-        buckets: dict[tuple[str, str], dict[str, int]] = {}
-        sums: dict[tuple[str, str], float] = {}
-        for field, value in sorted(self.http.items()):
-            kind, route, method, *rest = field
-            if kind == "requests":
-                requests.add_metric([route, method, rest[0]], int(value))
-            elif kind == "bucket":
-                buckets.setdefault((route, method), {})[rest[0]] = int(value)
-            elif kind == "sum":
-                sums[(route, method)] = float(value)
-        yield requests
-        duration = HistogramMetricFamily(
-            "sentq_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route template and method.",
-            labels=["route", "method"],
-        )
-        for pair in sorted(buckets.keys() | sums.keys()):
-            counts = buckets.get(pair, {})
-            cumulative, total = [], 0
-            for le in _LE:
-                total += counts.get(le, 0)
-                cumulative.append((le, float(total)))
-            duration.add_metric(list(pair), cumulative, sums.get(pair, 0.0))
-        yield duration
+
+def _http_families(http: Mapping[tuple[str, ...], str]) -> Iterator[Metric]:
+    """The HTTP request counts and durations, from fields (kind, route, method, code or le) -> value."""
+    requests = CounterMetricFamily(
+        "sentq_http_requests",
+        "HTTP requests answered, by route template, method and status code.",
+        labels=["route", "method", "code"],
+    )
+    buckets: dict[tuple[str, str], dict[str, int]] = {}
+    sums: dict[tuple[str, str], float] = {}
+    for field, value in sorted(http.items()):
+        kind, route, method, *rest = field
+        if kind == "requests":
+            requests.add_metric([route, method, rest[0]], int(value))
+        elif kind == "bucket":
+            buckets.setdefault((route, method), {})[rest[0]] = int(value)
+        elif kind == "sum":
+            sums[(route, method)] = float(value)
+    yield requests
+    duration = HistogramMetricFamily(
+        "sentq_http_request_duration_seconds",
+        "Time to answer an HTTP request, by route template and method.",
+        labels=["route", "method"],
+    )
+    for pair in sorted(buckets.keys() | sums.keys()):
+        counts = buckets.get(pair, {})
+        cumulative, total = [], 0
+        for le in _LE:
+            total += counts.get(le, 0)
+            cumulative.append((le, float(total)))
+        duration.add_metric(list(pair), cumulative, sums.get(pair, 0.0))
+    yield duration

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from sentq import control, errors
@@ -51,11 +51,16 @@ def readyz(settings: SettingsDep) -> Any:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
-def metrics(settings: SettingsDep) -> Response:
-    """Prometheus metrics, computed from Redis at scrape time (the same on every API process)."""
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus metrics, computed from Redis at scrape time (the same on every API process); with Redis away,
+    `sentq_up 0` and this process's own request counts (a scrape that fails would say nothing)."""
     from prometheus_client import CONTENT_TYPE_LATEST
 
     from sentq.web import metrics as sentq_metrics
 
-    body = sentq_metrics.render(control.connect(settings), settings)
+    try:
+        client = control.connect(settings)
+    except errors.BrokerUnavailableError:
+        client = None
+    body = sentq_metrics.render(client, settings, request.app.state.stats)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
