@@ -301,6 +301,12 @@ def test_redis_down_is_503_with_the_url_masked(tmp_path: Path) -> None:
             for reply in (http.get("/readyz"), http.get("/v1/jobs"), http.post("/v1/jobs", content=b"a\n")):
                 body = assert_problem(reply, 503, "cannot reach redis://:***@127.0.0.1")
                 assert "hunter2secret" not in reply.text, body
+            # a console page is a console page saying so, not the API's problem+json
+            for path in ("/", "/workers", "/models", "/jobs/0123456789ab"):
+                page = http.get(path)
+                assert page.status_code == 503 and page.headers["content-type"].startswith("text/html"), path
+                assert "sentq cannot reach its Redis" in page.text and "redis://:***@127.0.0.1" in page.text, path
+                assert "hunter2secret" not in page.text
             # /metrics still answers: sentq is down, and the requests just refused are counted (this process's)
             scraped = http.get("/metrics")
             assert scraped.status_code == 200, scraped.text

@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     apidocs.mount(app)
     app.state.settings = settings
     app.state.stats = stats
-    problems.install(app)
+    problems.install(app, unavailable_page=routes_console.unavailable_page)
     for router in (routes_seed.router, routes_jobs.router, routes_models.router, routes_ops.router):
         app.include_router(router)
     routes_console.mount(app)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from sentq import errors
@@ -66,19 +67,26 @@ def problem(status: int, detail: str, *, headers: dict[str, str] | None = None, 
     return JSONResponse(problem_body(status, detail, **extra), status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def install(app: FastAPI) -> None:
-    """The app's exception handlers: every error a client sees is problem+json; no traceback ever leaves."""
+def install(app: FastAPI, *, unavailable_page: Callable[[Request, str], Response | None] | None = None) -> None:
+    """The app's exception handlers: every error a client sees is problem+json, but a console page's request that
+    failed because Redis does not answer, which ``unavailable_page`` answers with a page; no traceback ever leaves."""
+
+    def down(request: Request, detail: str, **extra: Any) -> Response:
+        page = unavailable_page(request, detail) if unavailable_page is not None else None
+        return page if page is not None else problem(503, detail, **extra)
 
     @app.exception_handler(errors.SentqError)
-    async def sentq_error(request: Request, exc: errors.SentqError) -> JSONResponse:
+    async def sentq_error(request: Request, exc: errors.SentqError) -> Response:
         extra = {"job": request.state.job_id} if getattr(request.state, "job_id", None) else {}
+        if status_for(exc) == 503:
+            return down(request, mask_secrets(str(exc)), **extra)
         return problem(status_for(exc), mask_secrets(str(exc)), **extra)
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
-    async def redis_down(request: Request, exc: Exception) -> JSONResponse:
+    async def redis_down(request: Request, exc: Exception) -> Response:
         url = mask_url(request.app.state.settings.backend_url)
-        return problem(503, f"cannot reach {url}: {mask_secrets(str(exc)) or type(exc).__name__}; is Redis running?")
+        return down(request, f"cannot reach {url}: {mask_secrets(str(exc)) or type(exc).__name__}; is Redis running?")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -38,6 +38,23 @@ def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 
+def unavailable_page(request: Request, detail: str) -> Response | None:
+    """A console page asked for while Redis (or the broker) does not answer: the console's own page saying so and what
+    it means (503), instead of the API's problem+json; None for anything but a console page."""
+    path = request.url.path
+    if request.method != "GET" or not (path == "/" or path.startswith(("/jobs/", "/workers", "/models", "/login"))):
+        return None
+    settings: Settings = request.app.state.settings
+    context = {
+        "access": None,
+        "auth_on": bool(settings.api_token_kinds),
+        "redis_url": mask_url(settings.backend_url),
+        "message": "",
+        "error": detail,
+    }
+    return templates.TemplateResponse(request, "unavailable.html", context, status_code=503)
+
+
 def _when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
