@@ -263,9 +263,20 @@ def test_bad_uploads_are_problems(redis_url: str, tmp_path: Path) -> None:
             )
             body = assert_problem(bad, 422, "<upload>: line 11 is not valid UTF-8")
             assert "job" not in body  # refused before anything was queued: no job (an id would name nothing)
+            assert body["line"] == 11  # where, for programs too
             assert_problem(http.post("/v1/jobs", content=b"x" * 20_000 + b"\n"), 422, "line 1", "SENTQ_MAX_TEXT_CHARS")
             assert_problem(http.post("/v1/jobs", content=b"\n\n"), 422, "no texts to score")
-            assert_problem(http.post("/v1/jobs?column=text", content=b"a\n"), 400, "--column applies to CSV/TSV")
+            # the web's words: query parameters, not the CLI's options
+            said = assert_problem(http.post("/v1/jobs?column=text", content=b"a\n"), 400, "?column= applies to CSV/TSV")
+            assert "--" not in said["detail"], said
+            jsonl = {"Content-Type": "application/x-ndjson"}
+            body = assert_problem(
+                http.post("/v1/jobs", content=b'{"text": "ok"}\n{"txt": "no"}\n', headers=jsonl), 422, "?field="
+            )
+            assert (body["line"], body["field"]) == (2, "text"), body
+            broken = b'{"text": "ok"}\n{"text": oops}\n'
+            body = assert_problem(http.post("/v1/jobs", content=broken, headers=jsonl), 422)
+            assert (body["line"], body["column"]) == (2, 10), body
             assert_problem(
                 http.post("/v1/jobs", content=b"a\n", headers={"Content-Type": "image/png"}), 415, "image/png"
             )

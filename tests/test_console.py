@@ -517,6 +517,13 @@ def test_search_forget_and_refused_upload(browser: Browser, api: ApiServer, work
         form.get_by_role("button", name="Submit").click()
         expect(page.get_by_role("alert")).to_contain_text("bad.csv")
         assert client.get("/v1/jobs").json()["jobs"] == []
+        # the console's words for the form's boxes, not the CLI's options
+        columns = tmp_path / "columns.csv"
+        columns.write_text("a,b\n1,2\n")
+        form.locator('input[type="file"]').set_input_files(columns)
+        form.get_by_role("button", name="Submit").click()
+        expect(page.get_by_role("alert")).to_contain_text("the column box")
+        expect(page.get_by_role("alert")).not_to_contain_text("--column")
 
         alpha = submit(client, lines_of_text(20), name="alpha-reviews.txt")
         beta = submit(client, lines_of_text(20), name="beta-tickets.txt")

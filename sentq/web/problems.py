@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,48 @@ def status_for(exc: errors.SentqError) -> int:
     return 400
 
 
+# The reader's messages name the CLI's options; over HTTP the same choices are query parameters, in the console the
+# upload form's boxes.
+_OPTION = re.compile(r"--(column|field|format)\b(?: (?=[A-Z]{2,}\b|csv\b|tsv\b|jsonl\b|text\b|\d))?")
+_CHOOSE_COLUMN = re.compile(r"--column NAME or --column INDEX \(counting from 1\)")
+_CONSOLE_PHRASES = (
+    ("no --column", "no column chosen"),
+    ("drop --column", "empty the column box"),
+    ("drop --field", "empty the field box"),
+    ("add --format csv (or tsv)", "choose csv (or tsv) in the format box"),
+    ("add --format jsonl", "choose jsonl in the format box"),
+)
+
+
+def web_words(detail: str, *, console: bool = False) -> str:
+    """``detail`` with the CLI's --column/--field/--format said as the web says them: ``?column=`` over HTTP, "the
+    column box" in the console."""
+    if console:
+        for cli, form in _CONSOLE_PHRASES:
+            detail = detail.replace(cli, form)
+        detail = _CHOOSE_COLUMN.sub("the column box (a header name, or a number counting from 1)", detail)
+        return _OPTION.sub(lambda m: f"the {m.group(1)} box" + (" " if m.group(0).endswith(" ") else ""), detail)
+    return _OPTION.sub(lambda m: f"?{m.group(1)}=", detail)
+
+
+_LINE = re.compile(r"\bline ([\d,]+)")
+_COLUMN = re.compile(r"\b(?:at column|column) (\d+)\b(?! columns)")
+_FIELD = re.compile(r'\bfield "([^"]*)"')
+
+
+def located(detail: str) -> dict[str, Any]:
+    """Where in the input a refused upload went wrong, for programs: ``line`` (1-based), and ``column`` (a JSON
+    column, or a CSV column counting from 1) and ``field`` (JSONL) where the message names them."""
+    found: dict[str, Any] = {}
+    if m := _LINE.search(detail):
+        found["line"] = int(m.group(1).replace(",", ""))
+        if m := _COLUMN.search(detail):
+            found["column"] = int(m.group(1))
+        if m := _FIELD.search(detail):
+            found["field"] = m.group(1)
+    return found
+
+
 def problem_body(status: int, detail: str, **extra: Any) -> dict[str, Any]:
     return {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status, "detail": detail} | extra
 
@@ -80,7 +123,10 @@ def install(app: FastAPI, *, unavailable_page: Callable[[Request, str], Response
         extra = {"job": request.state.job_id} if getattr(request.state, "job_id", None) else {}
         if status_for(exc) == 503:
             return down(request, mask_secrets(str(exc)), **extra)
-        return problem(status_for(exc), mask_secrets(str(exc)), **extra)
+        detail = web_words(mask_secrets(str(exc)))
+        if isinstance(exc, errors.InputError):
+            extra |= located(detail)
+        return problem(status_for(exc), detail, **extra)
 
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)

@@ -25,7 +25,7 @@ from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets, mask_url
 from sentq.web import auth
 from sentq.web.auth import settings_of
-from sentq.web.problems import status_for
+from sentq.web.problems import status_for, web_words
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -311,7 +311,7 @@ async def submit(
     try:
         job_id = await anyio.to_thread.run_sync(run)
     except errors.SentqError as exc:
-        said, status = mask_secrets(str(exc)), status_for(exc)
+        said, status = web_words(mask_secrets(str(exc)), console=True), status_for(exc)
         return await anyio.to_thread.run_sync(
             lambda: _jobs_view(request, settings, "full", error=said, status_code=status)
         )
@@ -334,7 +334,7 @@ def _act(
     try:
         return action()
     except errors.SentqError as exc:
-        return view("full", error=mask_secrets(str(exc)), status_code=status_for(exc))
+        return view("full", error=web_words(mask_secrets(str(exc)), console=True), status_code=status_for(exc))
 
 
 @router.post("/console/jobs/{job_id}/cancel")
