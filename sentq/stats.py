@@ -51,7 +51,8 @@ class Snapshot:
     chunk_retries: int  # chunks re-sent by the reconciler or re-queued by `sentq retry`
     queues: Mapping[str, QueueStats]
     workers_online: int
-    workers_busy: int  # tasks the live workers' processes are running now
+    workers_busy: int  # live workers running at least one task now
+    tasks_running: int  # tasks the live workers' processes are running now
     # When the newest model version was published (a retrain, the bootstrap of v1 or an import: the registry does not
     # tell them apart, and a retrain that was not promoted still succeeded); None on a fresh installation.
     last_retrain_at: float | None
@@ -141,7 +142,8 @@ def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], 
             for q in names
         },
         workers_online=len(infos),
-        workers_busy=sum(int(info.get("busy", 0)) for info in infos),
+        workers_busy=sum(1 for info in infos if int(info.get("busy", 0)) > 0),
+        tasks_running=sum(int(info.get("busy", 0)) for info in infos),
         last_retrain_at=max((v.created for v in versions), default=None),
         model=model,
     )

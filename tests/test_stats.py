@@ -116,10 +116,10 @@ def test_done_job_counts_and_renders(
     assert sample(found, "sentq_queue_length", queue="sentq.retrain") == 0
     assert sample(found, "sentq_queue_oldest_waiting_seconds", queue="sentq") == 0
     assert sample(found, "sentq_workers_online") == 1
-    assert sample(found, "sentq_workers_busy") == 0
+    assert sample(found, "sentq_workers_busy") == sample(found, "sentq_worker_tasks_running") == 0
     current = registry.get(client, registry.ref_version(registry.current(client) or ""))
     assert sample(found, "sentq_model_info", version=f"v{current.version}") == 1
-    assert sample(found, "sentq_model_accuracy") == pytest.approx(current.accuracy)
+    assert sample(found, "sentq_model_accuracy_ratio") == pytest.approx(current.accuracy)
     newest = max(v.created for v in registry.versions(client))
     assert sample(found, "sentq_last_retrain_timestamp_seconds") == pytest.approx(newest)
     assert not any("hostname" in dict(labels) or "job" in dict(labels) for _, labels in found)
@@ -327,8 +327,8 @@ def test_a_scrape_forgets_the_expired_heartbeats_it_finds(quiet: tuple[redis.Red
     """Every worker start adds an instance to the live index; a /metrics scrape (its snapshot) drops those whose
     heartbeat expired (not only `sentq workers` does), so what a scrape reads stays the live workers."""
     client, url = quiet
-    ledger.beat(client, "alive@h/1-a", info={"queues": ["sentq"], "busy": 1}, running=[], ttl_s=60)
+    ledger.beat(client, "alive@h/1-a", info={"queues": ["sentq"], "busy": 2}, running=[], ttl_s=60)
     client.zadd(keys.WORKERS_LIVE, {f"ghost@h/{i}-x": i for i in range(100)})
     snap = stats.snapshot(client, settings_for(url), depth=no_broker)
-    assert (snap.workers_online, snap.workers_busy) == (1, 1)
+    assert (snap.workers_online, snap.workers_busy, snap.tasks_running) == (1, 1, 2)  # one worker, two tasks
     assert client.zrange(keys.WORKERS_LIVE, 0, -1) == [b"alive@h/1-a"]

@@ -217,7 +217,10 @@ class _Reading(Collector):
         yield queue_jobs
         yield GaugeMetricFamily("sentq_workers_online", "Workers with a live heartbeat.", value=s.workers_online)
         yield GaugeMetricFamily(
-            "sentq_workers_busy", "Tasks the live workers' processes are running now.", value=s.workers_busy
+            "sentq_workers_busy", "Live workers running at least one task now.", value=s.workers_busy
+        )
+        yield GaugeMetricFamily(
+            "sentq_worker_tasks_running", "Tasks the live workers' processes are running now.", value=s.tasks_running
         )
         if s.last_retrain_at is not None:
             yield GaugeMetricFamily(
@@ -232,7 +235,9 @@ class _Reading(Collector):
                 {"version": f"v{s.model.version}"},
             )
             yield GaugeMetricFamily(
-                "sentq_model_accuracy", "Held-out accuracy of the current model version.", value=s.model.accuracy
+                "sentq_model_accuracy_ratio",
+                "Held-out accuracy of the current model version (0 to 1).",
+                value=s.model.accuracy,
             )
         yield from _http_families(self.http)
 
