@@ -588,6 +588,51 @@ def failures(client: redis.Redis, job_id: str) -> dict[int, ledger.Failure]:
     return ledger.failures(client, job_id)
 
 
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed chunks that failed for one reason, with what to do about it where sentq knows."""
+
+    reason: str
+    chunks: list[int]
+    lines: int  # input lines of those chunks that failed alone
+    advice: str
+
+
+# What sentq knows of a failure's reason: the words it is told in, and what to do.
+_ADVICE = (
+    (
+        ("ModelError", "is refused", "sha256", "not in the registry"),
+        "retrying cannot help until a version that verifies is current (`sentq model list`, `sentq model use N`, or "
+        "`sentq retrain`); then retry",
+    ),
+    (
+        ("staged texts are gone", "input is gone", "expired"),
+        "its staged input is gone from Redis: `sentq retry JOB --from FILE` stages it again from the input",
+    ),
+    (
+        ("TimeLimitExceeded", "time limit"),
+        "a chunk took longer than SENTQ_TASK_TIME_LIMIT: submit with a smaller --chunk-size, or raise the limit",
+    ),
+    (
+        ("WorkerLostError", "killed", "signal"),
+        "the scoring process died on these texts (the lines that kill it fail alone): retrying runs them again",
+    ),
+)
+
+
+def group_failures(failed: Mapping[int, ledger.Failure]) -> list[FailureGroup]:
+    """The failed chunks grouped by reason, biggest group first, each with sentq's advice where it has some."""
+    groups: dict[str, list[int]] = {}
+    for index, failure in sorted(failed.items()):
+        groups.setdefault(failure.error, []).append(index)
+    found = []
+    for reason, chunks in groups.items():
+        advice = next((said for words, said in _ADVICE if any(w in reason for w in words)), "")
+        lines = sum(len(failed[i].lines) for i in chunks)
+        found.append(FailureGroup(reason, chunks, lines, advice))
+    return sorted(found, key=lambda g: -len(g.chunks))
+
+
 def describe_failures(failed: Mapping[int, ledger.Failure]) -> str:
     """ "2 input lines failed alone (left out of the rows) and 1 failed chunk": what a finished job lost, in words."""
     lines = sum(len(f.lines) for f in failed.values())

@@ -243,6 +243,9 @@ def test_failed_job_retried_and_cancel_confirmed(browser: Browser, redis_url: st
             expect(failures.locator("tbody tr")).to_have_count(1)
             expect(failures.locator("tbody tr td").first).to_have_text("1")
             expect(failures.locator("td.why")).to_contain_text("not a staged sentq chunk")
+            groups = page.locator("ul.failure-groups li")  # the failures by reason, above the per-chunk table
+            expect(groups).to_have_count(1)
+            expect(groups.first).to_contain_text("1 chunk (1)")
             expect(the_field(page, "texts")).to_have_text("20 / 30")
             expect(the_field(page, "chunks")).to_have_text("2 done · 1 failed · 3 in all")
             expect(page.get_by_role("button", name="Cancel")).to_have_count(0)

@@ -790,3 +790,25 @@ def failed_by_hand(url: str, tmp_path: Path, queue: str, why: str) -> tuple[Path
     ledger.fail(client, job, 1, why)
     assert jobs.get(client, job).state.value == "failed"
     return src, job, client
+
+
+def test_failures_are_grouped_by_reason_with_advice() -> None:
+    """A job's failed chunks by reason, the biggest group first, with what to do where sentq knows (a refused model
+    cannot be helped by retrying; a lost input is staged again with --from); lines that failed alone are counted."""
+    from sentq import ledger
+
+    refused = "ModelError: model v2 is refused and no other version in the registry verifies"
+    failed = {
+        4: ledger.Failure("ValueError: bad"),
+        1: ledger.Failure(refused),
+        7: ledger.Failure(refused, lines={70: "x", 71: "y"}),
+        9: ledger.Failure("KeyError: the rows of chunk 9 are lost: the chunk's staged texts are gone"),
+    }
+    groups = jobs.group_failures(failed)
+    assert [(g.reason, g.chunks, g.lines) for g in groups] == [
+        (refused, [1, 7], 2),
+        ("ValueError: bad", [4], 0),
+        (failed[9].error, [9], 0),
+    ]
+    assert "retrying cannot help" in groups[0].advice and groups[1].advice == ""
+    assert "--from FILE" in groups[2].advice

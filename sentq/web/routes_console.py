@@ -195,6 +195,7 @@ def _job_view(request: Request, settings: Settings, access: auth.Access, job_id:
     where = control.ledger_summary(settings, job_id)
     no_worker = follow.unserved(control.connect(settings), record)
     context: dict[str, Any] = {"job": record, "failures": failures, "ledger": where, "no_worker": no_worker}
+    context["failure_groups"] = jobs.group_failures(failures)
     context["waiting"] = control.waiting(settings, record, where)
     return _page(request, settings, access, "job.html", **context, **flash)
 
