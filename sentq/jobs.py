@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
@@ -267,11 +267,7 @@ def stage(
     chunks = enumerate(payloads(source, chunk_size))
     first = 0
     if resume:
-        record = _check_resumable(client, settings, job_id)
-        if not source.is_stream:
-            source.validate()
-            if record.source == "<stdin>":
-                source.raw_ok = False  # staged from a pipe, decoded: so must the file be, to match its digests
+        _read_as_staged(source, _check_resumable(client, settings, job_id))
         first, again = _read_staged(client, settings, job_id, source, chunks)
         code, found = ledger.resume(
             client, job_id, again, heartbeat=time.time(), silent_before=time.time() - settings.heartbeat_ttl_s
@@ -287,6 +283,15 @@ def stage(
 
 
 Chunks = Iterator[tuple[int, tuple[bytes, int]]]  # (index, (payload, texts)), as ``payloads`` enumerated
+
+
+def _read_as_staged(source: TextSource, record: JobRecord) -> None:
+    """Ready ``source`` to give the chunks ``record``'s job staged: a file validated (so its chunks are cut as then),
+    and decoded, not staged raw, when the job read a pipe (its digests are of decoded chunks)."""
+    if not source.is_stream:
+        source.validate()
+        if record.source == "<stdin>":
+            source.raw_ok = False
 
 
 def _check_resumable(client: redis.Redis, settings: Settings, job_id: str) -> JobRecord:
@@ -315,33 +320,28 @@ def _read_staged(
     if not staged and settled:
         raise JobStateError(f"job {job_id} was staged by a sentq that kept no digests: submit the file again")
     # Every staged input Redis lacks is staged again (a done chunk's rows are made from it too); the unsettled go out.
-    _check_staged(client, settings, job_id, source, chunks, digests, lambda index: True)
+    _check_staged(client, settings, job_id, source, chunks, digests)
     return staged, [index for index in range(staged) if index not in settled]
 
 
-def restage_failed(client: redis.Redis, settings: Settings, job_id: str, source: TextSource, chunk_size: int) -> int:
+def restage_failed(client: redis.Redis, settings: Settings, job_id: str, source: TextSource, chunk_size: int) -> None:
     """`sentq retry JOB --from FILE`: read the job's whole input again, check every chunk against its digest, and
-    stage again the inputs of its failed chunks that Redis lost; returns how many it staged."""
+    stage again the inputs of its failed chunks that Redis lost."""
     record = get(client, job_id)
     if record.total_chunks is None:
         raise JobStateError(f"job {job_id} has not staged all its input: resume it with `sentq submit FILE --resume`")
     digests = _digests(client, job_id)
     if len(digests) != record.total_chunks:
         raise JobStateError(f"job {job_id} was staged by a sentq that kept no digests: submit the file again")
-    if not source.is_stream:
-        source.validate()
-        if record.source == "<stdin>":
-            source.raw_ok = False
+    _read_as_staged(source, record)
     failed = {int(i) for i in client.hkeys(keys.job_failed(job_id))}
     chunks = enumerate(payloads(source, chunk_size))
-    missing = [i for i, there in zip(sorted(failed), _exists(client, job_id, sorted(failed)), strict=True) if not there]
-    _check_staged(client, settings, job_id, source, chunks, digests, lambda index: index in failed)
+    _check_staged(client, settings, job_id, source, chunks, digests, only=failed)
     if next(chunks, None) is not None:
         raise InputError(
             f"{source.name} is not the input job {job_id} staged: it goes on past the {record.total_chunks:,} "
             "chunks the job has; retry with the same input and options"
         )
-    return len(missing)
 
 
 def _check_staged(
@@ -351,15 +351,15 @@ def _check_staged(
     source: TextSource,
     chunks: Chunks,
     digests: dict[int, bytes],
-    wanted: Callable[[int], bool],
-) -> list[int]:
+    *,
+    only: Container[int] | None = None,
+) -> None:
     """Read as many chunks as ``digests`` has from ``chunks``, each checked against its digest (InputError at the
-    first that differs, or if the input ends before); the ``wanted`` ones' inputs are staged again where Redis lost
-    them. Returns the wanted indexes."""
+    first that differs, or if the input ends before); their inputs (``only`` those, if given) are staged again where
+    Redis lost them."""
     staged = len(digests)
     if sorted(digests) != list(range(staged)):
         raise JobStateError(f"job {job_id}'s staged chunks are not a run from 0 (see `sentq status`); submit again")
-    again: list[int] = []
     batch: list[tuple[int, bytes]] = []
     read = 0
     for index, (payload, _) in islice(chunks, staged):
@@ -369,8 +369,7 @@ def _check_staged(
                 f"{source.name} is not the input job {job_id} staged: its chunk {index} differs (of the {staged:,} "
                 "staged); use the same input and options, or submit it as a new job"
             )
-        if wanted(index):
-            again.append(index)
+        if only is None or index in only:
             batch.append((index, payload))
             if len(batch) >= RESTAGE_BATCH:
                 _restage_missing(client, settings, job_id, batch)
@@ -380,7 +379,6 @@ def _check_staged(
             f"{source.name} is not the input job {job_id} staged: it ends after {read:,} chunks, the job staged "
             f"{staged:,}; use the same input and options, or submit it as a new job"
         )
-    return again
 
 
 def _digests(client: redis.Redis, job_id: str) -> dict[int, bytes]:
