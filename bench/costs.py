@@ -105,6 +105,7 @@ def main() -> int:
         wait_startup, _ = timed(["wait", tiny, "-o", str(tmp / "one.jsonl")], url)
 
         memory_before = int(client.info("memory")["used_memory"])
+        client.config_resetstat()
         redis_before, worker_before = redis_cpu(client), tree_cpu(worker.pid)
         producer, out = timed(["submit", str(path)], url)
         job = out.strip()
@@ -118,6 +119,10 @@ def main() -> int:
         redis_used, worker_used = redis_cpu(client) - redis_before, tree_cpu(worker.pid) - worker_before
 
         n = args.texts
+        stats = sorted(client.info("commandstats").items(), key=lambda kv: -kv[1]["usec"])
+        redis_top = ", ".join(
+            f"{name.removeprefix('cmdstat_')} {v['calls']:,} calls {v['usec'] / n:.3f} us/text" for name, v in stats[:8]
+        )
         us = {
             "producer (sentq submit)": (producer - submit_startup) / n * 1e6,
             "Redis (staging, queue, ledger, results, download)": redis_used / n * 1e6,
@@ -132,6 +137,8 @@ def main() -> int:
                 for part, cost in us.items()
             ],  # fmt: skip
             f"- Redis memory per finished row: {(memory_done - memory_before) / n:.0f} B",
+            f"- Redis's busiest commands (INFO commandstats, their own time; the rest is I/O and the event loop): "
+            f"{redis_top}",
         ]
         report(lines, "CPU per text, by part (`python bench/costs.py`)", args.append)
     finally:

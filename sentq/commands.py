@@ -105,9 +105,11 @@ ChunkSize = Annotated[
     int | None, typer.Option("--chunk-size", envvar="SENTQ_CHUNK_SIZE", help="Texts per task.", show_default=False)
 ]
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Write rows here (.jsonl or .csv) instead of stdout.")
+    Path | None, typer.Option("--output", "-o", help="Write rows here (.jsonl, .csv or .parquet) instead of stdout.")
 ]
-OutFormat = Annotated[str | None, typer.Option("--out-format", help="jsonl or csv (default: by --output suffix).")]
+OutFormat = Annotated[
+    str | None, typer.Option("--out-format", help="jsonl, csv or parquet (default: by --output suffix).")
+]
 RawCsv = Annotated[
     bool,
     typer.Option(

@@ -302,8 +302,8 @@ def results(
     fmt: str = "jsonl",
     raw_csv: bool = False,
 ) -> Iterator[bytes]:
-    """The job's rows as JSONL (or CSV lines, no header: ``fmt``, ``raw_csv`` as export.Sink takes them), chunk by chunk
-    in input order as workers finish them, from input line ``from_line``.
+    """The job's rows as JSONL (or CSV lines, no header: ``fmt``, ``raw_csv`` as export.Sink takes them; or Arrow record
+    batches for ``fmt`` parquet), chunk by chunk in input order as workers finish them, from input line ``from_line``.
 
     Checks the job exists before the first row (JobNotFoundError), so a caller can answer 404 before it streams.
     ``yield_idle``: ``b""`` instead of sleeping while no chunk is ready (see ``follow.follow``).
@@ -313,6 +313,26 @@ def results(
     client = connect(settings)
     record = jobs.get(client, job_id)
     start = _chunk_of_line(client, record, from_line) if from_line > 1 else 0
+
+    if fmt == "parquet":
+        from sentq import columnar
+
+        columnar.need_pyarrow("Parquet output")
+
+        def batches() -> Iterator[Any]:
+            import pyarrow.compute as pc
+
+            for batch in follow.follow(
+                client, job_id, start_index=start, yield_idle=yield_idle, write=columnar.result_batch
+            ):
+                if isinstance(batch, bytes):
+                    yield batch  # idle: the caller waits
+                elif from_line > 1 and batch.num_rows and batch["line"][0].as_py() < from_line:
+                    yield batch.filter(pc.greater_equal(batch["line"], from_line))
+                else:
+                    yield batch
+
+        return batches()
 
     def rows() -> Iterator[bytes]:
         write = export.result_writer(fmt, raw_csv=raw_csv)
@@ -332,7 +352,7 @@ def results(
 def _chunk_of_line(client: redis.Redis, record: jobs.JobRecord, line: int) -> int:
     """The last finished chunk whose first line is at or before input ``line`` (one round trip, <100 bytes a chunk)."""
     from sentq.export import line_of
-    from sentq.rows import first_line, is_packed
+    from sentq.rows import first_line, is_packed, is_zipped, zipped_first_line
 
     total = record.total_chunks if record.total_chunks is not None else record.chunks_done + record.chunks_failed
     pipe = client.pipeline(transaction=False)
@@ -344,7 +364,10 @@ def _chunk_of_line(client: redis.Redis, record: jobs.JobRecord, line: int) -> in
     for index, (head, staged) in enumerate(zip(heads[0::2], heads[1::2], strict=True)):
         if not head:
             continue  # failed, or not finished yet: follow decides
-        first = (first_line(staged) if staged else 0) if is_packed(head) else line_of(head)
+        if is_zipped(head):
+            first = zipped_first_line(head)
+        else:
+            first = (first_line(staged) if staged else 0) if is_packed(head) else line_of(head)
         if first > line:
             break
         start = index

@@ -51,6 +51,7 @@ def to_csv(jsonl: bytes, *, raw: bool = False) -> bytes:
 def result_csv(output: bytes, payload: bytes | None, *, raw: bool = False) -> bytes:
     """A chunk's CSV lines from its stored result and staged input: ``to_csv`` of its JSONL rows, byte for byte, built
     from the columns of a plain chunk (rows.plain_chunk) without making JSON first."""
+    output, payload = rows.unzipped(output, payload)
     plain = rows.plain_chunk(output, payload, _csv_escape)
     tails = None if plain is None else csv_tails(plain.model)
     if plain is None or tails is None:
@@ -135,27 +136,39 @@ def _csv_rows(chunk: bytes) -> list[bytes]:
     return found
 
 
+FORMATS = ("jsonl", "csv", "parquet")
+
+
 def format_for(path: Path | None, fmt: str | None) -> str:
-    """``--format`` if given, else by the output's suffix (.csv -> csv), else JSONL."""
+    """``--format`` if given, else by the output's suffix (.csv -> csv, .parquet -> parquet), else JSONL."""
     if fmt:
-        if fmt not in ("jsonl", "csv"):
-            raise InputError(f"unknown output format {fmt!r}; use jsonl or csv")
+        if fmt not in FORMATS:
+            raise InputError(f"unknown output format {fmt!r}; use jsonl, csv or parquet")
         return fmt
-    if path is not None and path.suffix.lower() == ".csv":
-        return "csv"
-    return "jsonl"
+    suffix = path.suffix.lower() if path is not None else ""
+    return {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
 
 
 class Sink:
     """Where rows go: ``rows_of`` makes a chunk's rows in the sink's format (given to follow.follow as its ``write``,
-    counting them), ``write`` writes them."""
+    counting them), ``write`` writes them. Parquet (an Arrow record batch a chunk, see sentq.columnar) goes to a
+    file only."""
 
     def __init__(self, path: Path | None, fmt: str, *, raw_csv: bool = False) -> None:
         self.path = path
         self.fmt = fmt
         self.raw_csv = raw_csv
         self.rows = 0
-        self._make = result_writer(fmt, raw_csv=raw_csv)
+        self._parquet: Any = None
+        if fmt == "parquet":
+            from sentq import columnar
+
+            columnar.need_pyarrow("Parquet output")
+            if path is None:
+                raise InputError("Parquet output goes to a file: add -o rows.parquet")
+            self._make: Callable[[bytes, bytes | None], Any] = columnar.result_batch
+        else:
+            self._make = result_writer(fmt, raw_csv=raw_csv)
         if path is None:
             self._file: BinaryIO = sys.stdout.buffer
         else:
@@ -165,16 +178,25 @@ class Sink:
                 raise InputError(f"cannot write {path}: {exc.strerror}") from None
         if fmt == "csv":
             self._file.write(CSV_HEADER)
+        elif fmt == "parquet":
+            from sentq import columnar
 
-    def rows_of(self, output: bytes, payload: bytes | None) -> bytes:
+            self._parquet = columnar.ParquetSink(self._file)
+
+    def rows_of(self, output: bytes, payload: bytes | None) -> Any:
         made = self._make(output, payload)
         self.rows += rows.result_count(output)
         return made
 
-    def write(self, made: bytes) -> None:
-        self._file.write(made)
+    def write(self, made: Any) -> None:
+        if self._parquet is not None:
+            self._parquet.write(made)
+        else:
+            self._file.write(made)
 
     def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
         self._file.flush()
         if self.path is not None:
             self._file.close()

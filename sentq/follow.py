@@ -92,26 +92,31 @@ def follow(
         pipe.hgetall(keys.job(job_id))
         polled_from = next_index
         for index in range(next_index, next_index + window):
-            pipe.get(keys.chunk_output(job_id, index))
+            pipe.getrange(keys.chunk_output(job_id, index), 0, rows.ZIPPED_HEAD - 1)
+            pipe.strlen(keys.chunk_output(job_id, index))
             pipe.strlen(keys.chunk_input(job_id, index))
         try:
             raw, *replies = pipe.execute()
-            outputs, sizes = replies[0::2], replies[1::2]
-            # A finished chunk's result holds its scores; its rows are made with its staged texts, fetched only now,
-            # in input order up to FOLLOW_BYTES (at least one chunk).
+            heads, stored, sizes = replies[0::3], replies[1::3], replies[2::3]
+            # The finished chunks in input order, fetched (with the staged texts of a result that needs them) up to
+            # FOLLOW_BYTES held (at least one chunk), planned from their heads and sizes.
             ready: list[int] = []
             budget = FOLLOW_BYTES
-            for k, output in enumerate(outputs):
-                if output is None and next_index + k not in failed:
+            for k, head in enumerate(heads):
+                if not head:
+                    if next_index + k in failed:
+                        continue
                     break  # not done: this poll writes nothing past it
-                if output is None or not rows.is_packed(output):
-                    continue
-                if ready and int(sizes[k]) > budget:
+                held = rows.held_size(head, int(stored[k])) + (int(sizes[k]) if rows.is_packed(head) else 0)
+                if ready and held > budget:
                     break
                 ready.append(next_index + k)
-                budget -= int(sizes[k])
-            names = [keys.chunk_input(job_id, i) for i in ready]
-            staged = dict(zip(ready, cast("list[bytes | None]", client.mget(names)) if names else [], strict=True))
+                budget -= held
+            packed = [i for i in ready if rows.is_packed(heads[i - next_index])]
+            names = [keys.chunk_output(job_id, i) for i in ready] + [keys.chunk_input(job_id, i) for i in packed]
+            fetched = cast("list[bytes | None]", client.mget(names)) if names else []
+            outputs = dict(zip(ready, fetched[: len(ready)], strict=True))
+            staged = dict(zip(packed, fetched[len(ready) :], strict=True))
             lost_at = None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if lost_at is None:
@@ -141,11 +146,12 @@ def follow(
         if record.chunks_failed and len(failed) < record.chunks_failed:
             failed = failures(client, job_id)
         moved = False
-        for output in outputs:
+        for head in heads:
             if record.total_chunks is not None and next_index >= record.total_chunks:
                 break
-            if output is not None and rows.is_packed(output) and next_index not in staged:
+            if head and next_index not in outputs:
                 break  # done, but past this poll's byte budget: the next poll fetches it
+            output = outputs.pop(next_index, None)
             if output is not None:
                 yield chunk_rows(job_id, next_index, output, staged.pop(next_index, None), write)
             elif next_index in failed:
@@ -155,7 +161,7 @@ def follow(
                     "list[bytes | None]",
                     client.mget([keys.chunk_output(job_id, next_index), keys.chunk_input(job_id, next_index)]),
                 )
-                if late is not None and rows.is_packed(late):
+                if late is not None and (rows.is_packed(late) or rows.is_zipped(late)):
                     yield chunk_rows(job_id, next_index, late, texts, write)
                 else:
                     skipped.append(next_index)  # the job ends failed and `sentq status JOB` shows why

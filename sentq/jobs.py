@@ -24,7 +24,7 @@ from sentq.errors import (
     PayloadTooLargeError,
     SentqError,
 )
-from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, split_large
+from sentq.rows import MAX_CHUNK_CHARS, encode_chunk, encode_raw, is_zipped, split_large
 from sentq.settings import Settings
 from sentq.store import text
 
@@ -316,11 +316,17 @@ def _read_staged(
     input is gone (Redis lost it, or the job was stopped); returns how many it staged and those to send again."""
     digests = _digests(client, job_id)
     staged = len(digests)
-    settled = {int(i) for i in [*client.smembers(keys.job_done(job_id)), *client.hkeys(keys.job_failed(job_id))]}
+    done = sorted(int(i) for i in client.smembers(keys.job_done(job_id)))
+    settled = {*done, *(int(i) for i in client.hkeys(keys.job_failed(job_id)))}
     if not staged and settled:
         raise JobStateError(f"job {job_id} was staged by a sentq that kept no digests: submit the file again")
-    # Every staged input Redis lacks is staged again (a done chunk's rows are made from it too); the unsettled go out.
-    _check_staged(client, settings, job_id, source, chunks, digests)
+    # Every staged input Redis lacks is staged again, but a done chunk's whose result holds its texts (the rows of the
+    # others are made from it); the unsettled go out.
+    pipe = client.pipeline(transaction=False)
+    for index in done:
+        pipe.getrange(keys.chunk_output(job_id, index), 0, 3)
+    held = {index for index, head in zip(done, pipe.execute() if done else [], strict=True) if is_zipped(head)}
+    _check_staged(client, settings, job_id, source, chunks, digests, only=set(range(staged)) - held)
     return staged, [index for index in range(staged) if index not in settled]
 
 

@@ -397,7 +397,8 @@ def score_chunk(self: Any, job_id: str, index: int, sent_at: float | None = None
         patiently(ledger.fail, client, job_id, index, str(exc))
         return "failed"
     wait_s = max(started - sent_at, 0.0) if sent_at else 0.0
-    out = rows.pack_result(version, out)  # the scores; a waiter makes the rows from them and the staged texts
+    # The scores and the staged texts, compressed together: the staged input can go once the chunk is done
+    out = rows.pack_result(version, out, work.payload, first=lines[0] if lines else 0)
     seen = json.dumps({"model": ref, "pid": os.getpid(), "at": round(time.time(), 3)})
     counted = patiently(
         ledger.complete,

@@ -48,6 +48,42 @@ def only_job(settings: Settings) -> JobRecord:
     return records[0]
 
 
+def test_columnar_faces_give_the_rows(worker: Worker, settings: Settings, redis_url: str, tmp_path: Path) -> None:
+    """job.batches() / to_arrow() / to_pandas(), `sentq wait -o rows.parquet` and the API's ?format=parquet: the rows
+    of job.rows(), column by column, whatever way each chunk was staged (raw lines, a blank line, padded lines, a
+    CSV read as texts)."""
+    import pyarrow.parquet as pq
+
+    from tests.conftest import run_sentq
+
+    texts = {n: "" if n % 97 == 0 else f" padded {n} " if n % 89 == 0 else good(n) if n % 3 else bad(n) for n in
+             range(1, 2001)}  # fmt: skip
+    src = tmp_path / "texts.txt"
+    src.write_text("".join(f"{t}\n" for t in texts.values()))
+    job = sentq.submit(src, chunk_size=300, settings=settings)
+    expected = list(job.rows())
+    assert len(expected) == 2000 - 2000 // 97
+    table = job.to_arrow()
+    assert table.to_pylist() == expected
+    sizes = [batch.num_rows for batch in job.batches()]  # a batch a chunk of 300 texts (blank lines are not texts)
+    assert sizes[:-1] == [300] * (len(sizes) - 1) and sum(sizes) == len(expected)
+    frame = job.to_pandas()
+    assert frame["line"].tolist() == [r["line"] for r in expected]
+    assert str(frame["label"].dtype) == "category" and frame["score"].dtype == "float64"
+    out = tmp_path / "rows.parquet"
+    done = run_sentq(["wait", job.id, "-o", str(out)], redis_url)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(expected):,} rows to" in done.stderr
+    assert pq.read_table(out).to_pylist() == expected
+    refused = run_sentq(["wait", job.id, "--out-format", "parquet"], redis_url)
+    assert refused.returncode == 2 and "Parquet output goes to a file: add -o rows.parquet" in refused.stderr
+
+    csv_src = tmp_path / "texts.csv"
+    csv_src.write_text("id,body\n" + "".join(f'{n},"{good(n)}, really"\n' for n in range(1, 51)))
+    from_csv = sentq.submit(csv_src, column="body", chunk_size=20, settings=settings)
+    assert from_csv.to_arrow().to_pylist() == list(from_csv.rows())
+
+
 def test_submit_a_path_rows_in_input_order(worker: Worker, settings: Settings, tmp_path: Path) -> None:
     """A file is read as `sentq submit` reads it; rows come back in input order, with their input lines."""
     texts = {n: "" if n % 100 == 0 else good(n) if n % 3 else bad(n) for n in range(1, 1201)}

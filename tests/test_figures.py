@@ -163,6 +163,8 @@ def test_a_refused_upload_creates_no_job_and_frees_its_idempotency_key(api: Any,
         problem = midway.json()
         assert midway.status_code == 422 and "line 20,001" in problem["detail"], midway.text
         assert http.get(f"/v1/jobs/{problem['job']}").json()["state"] == "invalid"
+        done = lambda: http.get(f"/v1/jobs/{good.json()['id']}").json()["state"] == "done"  # noqa: E731
+        wait_until(done, 60, "the good upload's job is done")
         assert sorted(j["state"] for j in http.get("/v1/jobs").json()["jobs"]) == ["done", "invalid"]
 
 

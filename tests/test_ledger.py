@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sentq import keys, ledger
+from sentq import inputs, keys, ledger
 from sentq.settings import Settings
 from sentq.store import text
 from tests.conftest import FAST_CLOCKS, Worker, run_sentq, wait_until
@@ -79,6 +79,27 @@ def test_claim_leases_and_a_second_completion_is_a_no_op(client: redis.Redis) ->
     assert ledger.summary(client, JOB) == ledger.Ledger(pending=2, leased={}, probing=[])
     again = ledger.claim(client, JOB, 0, holder="w2/1")
     assert again.done and again.payload is None and again.deliveries == 2
+
+
+def test_a_result_holding_its_texts_lets_the_input_go_once_done(client: redis.Redis) -> None:
+    """A worker's result holds the chunk's texts (rows.pack_result with the payload): a clean completion deletes the
+    staged input in the same step, a chunk with texts that failed alone keeps it (`sentq retry` re-runs it), and a
+    duplicate delivery leaves nothing behind (its result is dropped in the same transaction)."""
+    from sentq import rows
+
+    payload = rows.encode_raw(inputs.RawLines(1, 2, 0, b"good\nbad\n"))
+    for index in (0, 1):
+        client.set(keys.chunk_input(JOB, index), payload)
+    whole = rows.pack_result("v1", bytes(4), payload, first=1)
+    assert ledger.complete(client, JOB, 0, rows=whole, texts=2, compute_s=0.1, wait_s=0.0)
+    assert client.get(keys.chunk_output(JOB, 0)) == whole and not client.exists(keys.chunk_input(JOB, 0))
+    assert rows.result_rows(client.get(keys.chunk_output(JOB, 0)), None).count(b"\n") == 2
+    assert not ledger.complete(client, JOB, 0, rows=whole, texts=2, compute_s=0.1, wait_s=0.0)
+    partial = rows.pack_result("v1", bytes(2) + rows.FAILED, payload, first=1)
+    assert ledger.complete(client, JOB, 1, rows=partial, texts=1, compute_s=0.1, wait_s=0.0, bad={2: "boom"})
+    assert client.get(keys.chunk_input(JOB, 1)) == payload  # kept for a retry
+    assert client.keys("*:new") == []
+    assert client.ttl(keys.chunk_output(JOB, 0)) > 0
 
 
 def test_a_chunk_the_ledger_does_not_have_is_never_claimed(client: redis.Redis) -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentq import export, inputs, jobs, rows
+from sentq import columnar, export, inputs, jobs, rows
 from sentq.errors import InputError
 from sentq.export import neutralized
 from sentq.inputs import Chunk, RawLines, TextSource
@@ -165,6 +165,10 @@ def test_stored_result_makes_the_rows_a_waiter_writes() -> None:
         result_rows(stored, None)
     with pytest.raises(ValueError, match="corrupt"):
         result_rows(stored[:-2], payload)
+    zipped = pack_result("v7", score_codes(probs), payload, first=lines[0])
+    assert result_rows(zipped, None) == format_rows(lines, AWKWARD, probs, "v7")
+    with pytest.raises(ValueError, match="corrupt"):
+        result_rows(zipped[:-2], None)
 
 
 # What the downloader makes of a stored result, written the straightforward way: json.dumps and csv.writer per row.
@@ -235,6 +239,19 @@ def test_rows_built_from_columns_are_the_straightforward_rows(
     assert export.result_csv(stored, payload, raw=raw_csv) == csv_lines
     assert result_dicts(stored, payload) == dicts
     assert result_count(stored) == len(dicts)
+    # The same result stored with its texts, compressed (as workers store it since #20): the same rows, no input
+    lines = decode_chunk(payload)[0]
+    zipped = pack_result("v12", array.array("H", codes).tobytes(), payload, first=lines[0] if lines else 0)
+    assert rows.is_zipped(zipped) and not rows.is_packed(zipped)
+    assert result_rows(zipped, None) == jsonl
+    assert export.result_csv(zipped, None, raw=raw_csv) == csv_lines
+    assert result_dicts(zipped, None) == dicts
+    # ... and as an Arrow record batch (job.batches(), Parquet): the same rows, column by column
+    assert columnar.result_batch(zipped, None).to_pylist() == dicts
+    assert columnar.result_batch(stored, payload).to_pylist() == dicts
+    assert result_count(zipped) == len(dicts)
+    assert rows.zipped_first_line(zipped[: rows.ZIPPED_HEAD]) == (lines[0] if lines else 0)
+    assert rows.held_size(zipped[: rows.ZIPPED_HEAD], len(zipped)) == 2 * len(codes) + len(payload)
 
 
 def test_plain_chunks_take_the_column_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,11 +273,18 @@ def test_plain_chunks_take_the_column_path(monkeypatch: pytest.MonkeyPatch) -> N
             assert result_rows(stored, payload) == jsonl
             assert export.result_csv(stored, payload, raw=raw_csv) == csv_lines
             assert result_dicts(stored, payload) == dicts
+            assert columnar.result_batch(stored, payload).to_pylist() == dicts
+        assert columnar._plain_columns(payload, len(texts)) is not None  # built from whole-chunk operations
     # every character str.strip() removes, at either end of a raw line (a control character anywhere)
     spaces = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace() and c != 0x0A]
     for odd in ["tab\there", *[f"{c}x" for c in spaces], *[f"x{c}" for c in spaces]]:
         payload = encode_raw(RawLines(1, 2, 0, f"plain\n{odd}\n".encode()))
         assert plain_chunk(pack_result("v3", bytes(4)), payload, bytes) is None, repr(odd)
+        assert (columnar._plain_columns(payload, 2) is None) == (odd.strip() != odd), repr(odd)  # a tab inside is fine
+        assert (
+            columnar.result_batch(pack_result("v3", bytes(4)), payload).to_pylist()
+            == _reference(payload, [0, 0], "v3", raw_csv=False)[2]
+        )
         assert result_rows(pack_result("v3", bytes(4)), payload) == _reference(payload, [0, 0], "v3", raw_csv=False)[0]
     assert plain_chunk(pack_result("v3", bytes(4)), encode_raw(RawLines(1, 3, 0, b"a\n\nb\n")), bytes) is None
     assert plain_chunk(pack_result("v3", bytes(2) + FAILED), encode_raw(RawLines(1, 2, 0, b"a\nb\n")), bytes) is None

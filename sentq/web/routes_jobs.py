@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -14,7 +15,7 @@ import redis
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from sentq import control, errors
+from sentq import columnar, control, errors
 from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets
 from sentq.web import problems
@@ -157,10 +158,11 @@ def status(job_id: str, settings: SettingsDep) -> dict[str, Any]:
     dependencies=[Depends(can_read)],
     responses={
         200: {
-            "description": "The rows in input order, streamed as chunks finish (JSONL; CSV by Accept or ?format). "
+            "description": "The rows in input order, streamed as chunks finish (JSONL; CSV by Accept or ?format; "
+            "?format=parquet: one Parquet file, if the API's host has pyarrow). "
             "A download that ends before the job is done (cancelled, invalid input, its producer gone) is never a "
             'clean end: JSONL ends with one line {"problem": {...problem+json...}}; a CSV response is cut short.',
-            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "content": {"application/x-ndjson": {}, "text/csv": {}, "application/vnd.apache.parquet": {}},
         }
     },
     response_class=StreamingResponse,
@@ -168,7 +170,7 @@ def status(job_id: str, settings: SettingsDep) -> dict[str, Any]:
 def results(
     job_id: str,
     settings: SettingsDep,
-    format: Annotated[Literal["jsonl", "csv"] | None, Query()] = None,
+    format: Annotated[Literal["jsonl", "csv", "parquet"] | None, Query()] = None,
     from_line: Annotated[int, Query(ge=1, description="Resume: only rows of this input line and later.")] = 1,
     raw_csv: Annotated[
         bool,
@@ -183,7 +185,10 @@ def results(
     from sentq import export
 
     fmt = format or ("csv" if accept and "text/csv" in accept and "x-ndjson" not in accept else "jsonl")
+    if fmt == "parquet" and not columnar.available():
+        raise errors.InputError("?format=parquet needs pyarrow on the API's host: pip install 'sentq[arrow]'")
     chunks = control.results(settings, job_id, from_line=from_line, yield_idle=True, fmt=fmt, raw_csv=raw_csv)
+    parquet = _ParquetStream() if fmt == "parquet" else None
 
     async def body() -> AsyncIterator[bytes]:
         # A thread only for each short step, never while waiting for workers: thousands of open downloads (and
@@ -192,21 +197,58 @@ def results(
             yield export.CSV_HEADER
         try:
             while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
-                if not chunk:
+                if isinstance(chunk, bytes) and not chunk:
                     await anyio.sleep(POLL_S)
+                elif parquet is not None:
+                    if made := await anyio.to_thread.run_sync(parquet.add, chunk):
+                        yield made
                 else:
                     yield chunk
+            if parquet is not None:
+                yield await anyio.to_thread.run_sync(parquet.end)
         except (errors.JobCancelledError, errors.InputError, errors.JobFailedError, errors.JobNotFoundError) as exc:
-            # The rows there are, then never a clean-looking end: JSONL ends with a problem line; CSV has no place
-            # for one, so its response is cut short (no final chunk), which every HTTP client reports as an error.
+            # The rows there are, then never a clean-looking end: JSONL ends with a problem line; CSV and Parquet
+            # have no place for one, so the response is cut short (no final chunk; a Parquet file without its
+            # footer), which every HTTP client reports as an error.
             log.info("results of job %s end early: %s", job_id, exc)
-            if fmt == "csv":
+            if fmt != "jsonl":
                 raise
             problem = problems.problem_body(problems.status_for(exc), mask_secrets(str(exc)), job=job_id)
             yield json.dumps({"problem": problem}).encode() + b"\n"
 
-    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    media = {"csv": "text/csv; charset=utf-8", "parquet": PARQUET_MEDIA}.get(fmt, "application/x-ndjson")
     return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-store"})
+
+
+PARQUET_MEDIA = "application/vnd.apache.parquet"
+
+
+class _ParquetStream(io.RawIOBase):
+    """A Parquet file written as it streams: each call hands back the bytes written since the last one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[bytes] = []
+        self._sink = columnar.ParquetSink(self)  # type: ignore[arg-type]
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._pending.append(bytes(data))
+        return len(data)
+
+    def _taken(self) -> bytes:
+        made, self._pending = b"".join(self._pending), []
+        return made
+
+    def add(self, batch: Any) -> bytes:
+        self._sink.write(batch)
+        return self._taken()
+
+    def end(self) -> bytes:
+        self._sink.close()
+        return self._taken()
 
 
 @router.get(
