@@ -2,8 +2,9 @@
 
 9. A finished job of the big input (`sentq submit FILE --wait`, scored by the bench's `sentq worker -c 2`, so what
    is stored is what workers store), then its rows downloaded again by each central step, best of 3:
-   `sentq wait JOB -o x.jsonl` and `-o x.csv` (whole commands, start-up included), `for row in job.rows()` in this
-   process, and `GET /v1/jobs/JOB/results` as JSONL and as CSV from a `sentq api` (read with httpx). Each is a rate
+   `sentq wait JOB -o x.jsonl`, `-o x.csv` and `-o x.parquet` (whole commands, start-up included), `for row in
+   job.rows()`, `job.batches()` and `job.to_arrow()` in this process, and `GET /v1/jobs/JOB/results` as JSONL, CSV
+   and Parquet from a `sentq api` (read with httpx). Each is a rate
    and "worker cores it keeps up with": its rate / one core's predict_proba rate in the same run (bench/limit.py's
    scoring alone). Every download is checked: its rows count, and the JSONL and CSV files are the same bytes as the
    API's. Then the floors no row building can beat: the same fetches from Redis alone, and writing as many bytes
@@ -41,6 +42,7 @@ from limit_vs_sentq import one_process_limit
 RUNS = 3
 TARGET_ROWS_S = 2_500_000
 TARGET_DICTS_S = 700_000
+TARGET_COLUMNAR_S = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,17 @@ def finished_job(bench: Bench) -> tuple[str, int]:
     return job_id_from(timed.stderr), rows
 
 
+def parquet_digest(source: object) -> tuple[int, str]:
+    """Rows and SHA-256 of a Parquet file's rows (its bytes carry the writer's version and are not compared)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    sha = hashlib.sha256()
+    for column in table.columns:
+        sha.update(str(column.to_pylist()[:: max(1, table.num_rows // 1000)]).encode())
+    return table.num_rows, sha.hexdigest()
+
+
 def cli_download(bench: Bench, job_id: str, rows: int, suffix: str) -> Download:
     out = bench.tmp / f"download.{suffix}"
     size, cpu = 0, {}
@@ -95,7 +108,7 @@ def cli_download(bench: Bench, job_id: str, rows: int, suffix: str) -> Download:
     def once() -> tuple[float, int, str]:
         nonlocal size
         timed = check(bench.sentq(["wait", job_id, "-o", str(out)], name="dl-wait"), "sentq wait")
-        lines, digest = file_digest(out)
+        lines, digest = parquet_digest(out) if suffix == "parquet" else file_digest(out)
         size, cpu[timed.wall_s] = out.stat().st_size, timed.cpu_s
         out.unlink()
         return timed.wall_s, lines - (suffix == "csv"), digest
@@ -157,6 +170,26 @@ def rows_download(bench: Bench, job_id: str, rows: int) -> Download:
     return best(RUNS, once, rows, "job.rows()")
 
 
+def batches_download(bench: Bench, job_id: str, rows: int) -> list[Download]:
+    """job.batches() (Arrow record batches, iterated) and job.to_arrow() (one table) in this process."""
+    import sentq
+    from sentq.settings import Settings
+
+    job = sentq.job(job_id, settings=Settings.from_env({"SENTQ_BROKER_URL": bench.url, "SENTQ_DATA_DIR": str(DATA)}))
+
+    def batches() -> tuple[float, int, str]:
+        started = time.perf_counter()
+        got = sum(batch.num_rows for batch in job.batches())
+        return time.perf_counter() - started, got, ""
+
+    def table() -> tuple[float, int, str]:
+        started = time.perf_counter()
+        got = job.to_arrow().num_rows
+        return time.perf_counter() - started, got, ""
+
+    return [best(RUNS, batches, rows, "job.batches()"), best(RUNS, table, rows, "job.to_arrow()")]
+
+
 def api_downloads(bench: Bench, job_id: str, rows: int) -> list[Download]:
     """/results as JSONL and as CSV from a `sentq api` of the bench's own (started here, stopped after)."""
     port = free_port()
@@ -178,17 +211,26 @@ def api_downloads(bench: Bench, job_id: str, rows: int) -> list[Download]:
             time.sleep(0.1)
         found = []
         with httpx.Client(base_url=url, timeout=600) as http:
-            for fmt in ("jsonl", "csv"):
+            for fmt in ("jsonl", "csv", "parquet"):
 
                 def once(fmt: str = fmt) -> tuple[float, int, str]:
-                    sha, lines = hashlib.sha256(), 0
+                    sha, lines, blocks = hashlib.sha256(), 0, []
                     started = time.perf_counter()
                     with http.stream("GET", f"/v1/jobs/{job_id}/results", params={"format": fmt}) as reply:
                         reply.raise_for_status()
                         for block in reply.iter_raw():
+                            if fmt == "parquet":
+                                blocks.append(block)
+                                continue
                             sha.update(block)
                             lines += block.count(b"\n")
-                    return time.perf_counter() - started, lines - (fmt == "csv"), sha.hexdigest()
+                    took = time.perf_counter() - started
+                    if fmt == "parquet":
+                        import pyarrow as pa
+
+                        lines, digest = parquet_digest(pa.BufferReader(b"".join(blocks)))
+                        return took, lines, digest
+                    return took, lines - (fmt == "csv"), sha.hexdigest()
 
                 found.append(best(RUNS, once, rows, f"GET /v1/jobs/JOB/results ({fmt})"))
         return found
@@ -204,20 +246,26 @@ def measure(bench: Bench, results: Results) -> None:
         fixed_s = start_up(bench)
         jsonl = cli_download(bench, job_id, rows, "jsonl")
         csv = cli_download(bench, job_id, rows, "csv")
+        parquet = cli_download(bench, job_id, rows, "parquet")
         dicts = rows_download(bench, job_id, rows)
-        api_jsonl, api_csv = api_downloads(bench, job_id, rows)
+        batches, table = batches_download(bench, job_id, rows)
+        api_jsonl, api_csv, api_parquet = api_downloads(bench, job_id, rows)
         fetch_s, write_s = floors(bench, job_id, rows, jsonl.size)
-    if (jsonl.digest, csv.digest) != (api_jsonl.digest, api_csv.digest):
-        raise RuntimeError("sentq wait -o and the API's /results gave different bytes for the same job")
+    if (jsonl.digest, csv.digest, parquet.digest) != (api_jsonl.digest, api_csv.digest, api_parquet.digest):
+        raise RuntimeError("sentq wait -o and the API's /results gave different rows for the same job")
     for found, unit, goal in (
         (jsonl, "rows/s", TARGET_ROWS_S),
         (csv, "rows/s", TARGET_ROWS_S),
         (dicts, "dicts/s", TARGET_DICTS_S),
+        (batches, "rows/s", TARGET_COLUMNAR_S),
+        (table, "rows/s", TARGET_COLUMNAR_S),
+        (parquet, "rows/s", TARGET_COLUMNAR_S),
         (api_jsonl, "rows/s", TARGET_ROWS_S),
         (api_csv, "rows/s", TARGET_ROWS_S),
+        (api_parquet, "rows/s", TARGET_COLUMNAR_S),
     ):
         less = ""
-        if found in (jsonl, csv):  # the same command's start-up, measured on a two-row job, taken out; its CPU time
+        if found in (jsonl, csv, parquet):  # the command's start-up (a two-row job's wait) taken out; its CPU time
             rest = rows / found.rows_s - fixed_s
             less = f"; {rows / rest:,.0f} {unit} less its {fixed_s * 1000:.0f} ms start-up" if rest > 0 else ""
             less += f"; {found.cpu_s / rows * 1e6:.2f} CPU-s (whole command) per 1M rows"

@@ -1004,35 +1004,24 @@ def reconcile(
     for job_id in ids:
         pipe.hmget(keys.job(job_id), ["state", "queue", "broker"])
         pipe.hgetall(keys.job_leases(job_id))
-        # Only chunks sent over lost_after_s ago can be lost; the oldest first, a bounded number per sweep.
-        pipe.zrangebyscore(
-            keys.job_pending(job_id), "-inf", now - lost_after_s, start=0, num=SWEEP_CHUNKS_PER_JOB, withscores=True
-        )
     replies = pipe.execute()
     sweep.commands += len(replies)
-    jobs: list[tuple[str, str, dict[int, str], list[tuple[int, float]]]] = []
+    jobs: list[tuple[str, str, dict[int, str]]] = []
     forget = []
     for n, job_id in enumerate(ids):
-        (state, queue, broker), leases, pending = replies[3 * n : 3 * n + 3]
+        (state, queue, broker), leases = replies[2 * n : 2 * n + 2]
         if state is None or text(state) in ("done", "failed", "cancelled", "invalid"):
             forget.append(job_id)
             continue
         if broker is not None and text(broker) != broker_id:
             continue  # another broker's workers reconcile it
-        jobs.append(
-            (
-                job_id,
-                text(queue) if queue else "",
-                {int(k): text(v) for k, v in leases.items()},
-                [(int(i), float(s)) for i, s in pending],
-            )
-        )
+        jobs.append((job_id, text(queue) if queue else "", {int(k): text(v) for k, v in leases.items()}))
     if forget:
         client.zrem(keys.ACTIVE_JOBS, *forget)
         sweep.commands += 1
         sweep.forgotten = len(forget)
     sweep.jobs = len(jobs)
-    holders = sorted({lease.rsplit("|", 1)[0] for _, _, leases, _ in jobs for lease in leases.values()})
+    holders = sorted({lease.rsplit("|", 1)[0] for _, _, leases in jobs for lease in leases.values()})
     alive: dict[str, tuple[float, set[str]]] = {}
     if holders:
         pipe = client.pipeline(transaction=False)
@@ -1043,7 +1032,26 @@ def reconcile(
                 alive[holder] = (float(at), set(json.loads(running or "[]")))
         sweep.commands += len(holders)
     views: dict[str, QueueView] = {}
-    for job_id, queue, leases, pending in jobs:
+    for queue in sorted({queue for _, queue, _ in jobs if queue}):
+        views[queue] = view(queue)
+        sweep.commands += 3
+    # A chunk's message counts as lost only if it was sent over lost_after_s ago and, while its queue holds messages,
+    # over lost_after_s before the oldest of them: only chunks sent before that bound are read (the oldest first, a
+    # bounded number per job), so a healthy sweep reads no chunk at all, however many a job has.
+    bounds: dict[str, float] = {}
+    for job_id, queue, _ in jobs:
+        q = views.get(queue)
+        if q is not None and (q.depth == 0 or q.oldest_stamp is not None):
+            bounds[job_id] = now - lost_after_s if q.depth == 0 else min(now, q.oldest_stamp) - lost_after_s
+    pipe = client.pipeline(transaction=False)
+    for job_id, bound in bounds.items():
+        pipe.zrangebyscore(
+            keys.job_pending(job_id), "-inf", f"({bound!r}", start=0, num=SWEEP_CHUNKS_PER_JOB, withscores=True
+        )
+    pending_of = dict(zip(bounds, pipe.execute() if bounds else [], strict=True))
+    sweep.commands += len(bounds)
+    for job_id, queue, leases in jobs:
+        pending = [(int(i), float(s)) for i, s in pending_of.get(job_id, [])]
         sweep.chunks_seen += len(pending)
         dead: list[tuple[int, str, float]] = []
         for index, lease in leases.items():
@@ -1054,18 +1062,8 @@ def reconcile(
             )
             if stale:
                 dead.append((index, lease, 0.0))
-        lost: list[tuple[int, float]] = []
-        old = [(i, s) for i, s in pending if i not in leases]
-        if old and queue:
-            if queue not in views:
-                views[queue] = view(queue)
-                sweep.commands += 3
-            q = views[queue]
-            for index, stamp in old:
-                if (job_id, index) in q.carried:
-                    continue
-                if q.depth == 0 or (q.oldest_stamp is not None and stamp < q.oldest_stamp - lost_after_s):
-                    lost.append((index, stamp))
+        carried = views[queue].carried if queue in views else set()
+        lost = [(i, s) for i, s in pending if i not in leases and (job_id, i) not in carried]
         if not dead and not lost:
             continue
         args: list[Any] = []

@@ -593,8 +593,15 @@ def publisher(queue: str | None = None) -> Callable[[str, list[int], float], Non
         try:
             with app.producer_or_acquire() as producer:
                 for index in indexes:
+                    # argsrepr/kwargsrepr given: Celery would otherwise saferepr() them for each message (its headers
+                    # show them in Flower), a tenth of the producer's time per chunk.
                     score_chunk.apply_async(
-                        (job_id, index), {"sent_at": sent_at}, producer=producer, queue=queue or settings.queue
+                        (job_id, index),
+                        {"sent_at": sent_at},
+                        producer=producer,
+                        queue=queue or settings.queue,
+                        argsrepr=f"('{job_id}', {index})",
+                        kwargsrepr=f"{{'sent_at': {sent_at!r}}}",
                     )
         except OperationalError as exc:  # kombu's word for "the broker is gone", after its bounded retries
             raise store.unavailable(settings.broker_url, exc) from None
