@@ -120,17 +120,19 @@ def split_large(chunks: Iterable[Chunk], *, max_chars: int = MAX_CHUNK_CHARS) ->
 # little-endian uint32s: texts, rows (texts less those that failed alone), first input line, the bytes a downloader
 # holds once it is decompressed; the model version's length and name; the codes; then the staged payload as it was,
 # in one zstd frame. The fixed head (ZIPPED_HEAD bytes) lets a downloader plan its memory before fetching the rest.
-# ~37 bytes a row instead of the ~80 of the staged text and its codes (texts of 3-30 words, zstd level 1;
-# bench/costs.py), so a finished row costs Redis half the memory; compressing costs the worker ~0.2 us a text,
-# decompressing the downloader ~0.07 us a row. The codes stay out of the frame: nearly random, they made the texts
-# compress worse (38.4 bytes a row with them in it, 37.2 beside it). _PACKED results (2 bytes a text, the input staged
-# beside them) are from a worker of an earlier version.
+# ~34 bytes a row instead of the ~80 of the staged text and its codes (texts of 3-30 words, zstd level 2;
+# bench/costs.py), so a finished row costs Redis under half the memory; compressing costs the worker ~0.33 us a
+# text (2-3% of its time), decompressing the downloader ~0.07 us a row. The codes stay out of the frame: nearly
+# random, they made the texts compress worse (level 1: 38.4 bytes a row with them in it, 37.2 beside it). _PACKED
+# results (2 bytes a text, the input staged beside them) are from a worker of an earlier version.
 _PACKED, _ZIPPED = b"SQS1", b"SQZ1"
 FAILED = b"\xff\xff"
 _FAILED_CODE = 0xFFFF
 _POSITIVE = 0x8000
-# zstd level 1: level 3 saves 3-5 more bytes a row at twice the worker's compressing time (bench/costs.py)
-ZSTD_LEVEL = 1
+# zstd level 2, on bench/costs.py's texts, bytes a row (with the 2 of the codes) and CPU a text to compress: level 1
+# 37.2 B, 0.23 us; level 2 33.5 B, 0.33 us; level 3 32.2 B, 0.41 us. Level 2 keeps a finished row under 40 bytes in
+# Redis with its allocator's slack (#20's target) for 0.1 us more of a worker's ~4 us a text.
+ZSTD_LEVEL = 2
 
 
 def score_codes(probs: npt.NDArray[np.float64]) -> bytes:
@@ -362,13 +364,18 @@ def plain_chunk(output: bytes, payload: bytes | None, escape: Callable[[bytes], 
             text = texts[i].decode()
             if text.strip() != text:
                 return None
-        # texts were escaped before their first bytes were taken: a leading quote or backslash is one again
-        if b"\\" in firsts:
-            firsts = bytes(map(_FIRST, data.split(sep)))
+        # texts were escaped before their first bytes were taken: json_escape put a backslash before a leading quote
+        # or backslash (the only escape that changes a first byte), which is the text's second byte now
+        if escape is json_escape and b"\\" in firsts:
+            fixed = bytearray(firsts)
+            for found in _BACKSLASH.finditer(firsts):
+                fixed[found.start()] = texts[found.start()][1]
+            firsts = bytes(fixed)
     return PlainChunk(output[5 : 5 + size].decode(), lines, codes, texts, joined, sep, firsts)
 
 
 _FIRST, _LAST = operator.itemgetter(0), operator.itemgetter(-1)
+_BACKSLASH = re.compile(rb"\\")
 
 
 @functools.cache
