@@ -1,0 +1,285 @@
+"""The moonshot's peer: the same 1M-text job end to end on a tuned Dask `LocalCluster`, next to sentq in the same run.
+
+2. (a peer row of sentq end to end) A `LocalCluster` of 2 worker processes x 1 thread (this box has 2 cores), tuned
+   as issue #20 measured it: glibc malloc's defaults in its workers (Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536
+   before it spawns them; here that key of `distributed.nanny.pre-spawn-environ` is None, so it is not set) and the
+   worker's statistical profiler off (`distributed.worker.profile.enabled: False`); OMP/OPENBLAS/MKL_NUM_THREADS=1
+   like every other row. Every other setting is Dask's default (the client gathers through the scheduler).
+
+   Each worker loads the registry's current model once, as the sentq worker does (`sentq.registry.load` from the
+   bench's Redis, the same artifact), before the clock starts: its seconds are reported apart, as the sentq
+   worker's model is loaded before its rows too. The job: the client reads the input (the bench's main file, the
+   one the sentq rows score) only to cut it into byte ranges of ~20,000 lines on line ends and number their first
+   lines; each task reads its range itself, scores it 5,000 texts at a time with `predict_proba` and formats its own
+   JSONL rows with `sentq.rows.format_rows`, as bench/limit.py does; the client writes the tasks' rows to a file in
+   input order as they arrive. Timed from the job's start (before the client reads the file) to the file closed;
+   the cluster's start-up is not in it, and no client start-up is either (the client is this process), while
+   sentq's row includes its CLI's start-up (shown). Best of 2. The output is checked: one row per text, lines 1..N
+   in order, and its bytes against the limit's rows (same texts, same model, same formatting).
+
+Dask is a bench-only dependency: bench/requirements.lock, which `make bench` installs into the venv (not
+requirements.lock, which `make test` installs). Run alone: `python bench/dask_peer.py [--quick]` (its own
+redis-server and `sentq worker -c 2`, the limit and sentq's chunk sweep, then the Dask rows).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+from common import ONE_THREAD, Bench, Results, inputs, measure_alone, rate, step
+from limit_vs_sentq import chunk_sweep, one_process_limit, sha256_of, two_core_ceiling
+
+WORKERS = 2
+PART_LINES = 20_000  # lines per task: 50 tasks for 1M texts, so the two workers finish together
+# The two settings issue #20 tuned (and one thread of BLAS in each worker, as every other row has).
+TUNED: dict[str, Any] = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,  # None: not set, glibc's own default
+    "distributed.worker.profile.enabled": False,
+    **{f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in ONE_THREAD.items()},
+}
+
+
+# ----- in each Dask worker ---------------------------------------------------------------------------------------
+
+_state: dict[str, Any] = {}  # this worker process's model, loaded once
+
+
+def load_model(url: str, version: int) -> dict[str, Any]:
+    """Load model ``version`` from the registry into this worker process; what the worker runs with."""
+    started = time.perf_counter()
+    import dask
+    import redis
+
+    from sentq import registry, rows  # noqa: F401  (rows: imported once here, not in the first task)
+
+    client = redis.Redis.from_url(url)
+    try:
+        _state["model"] = registry.load(client, version)
+    finally:
+        client.close()
+    return {
+        "load_s": time.perf_counter() - started,
+        "pid": os.getpid(),
+        "MALLOC_TRIM_THRESHOLD_": os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "profile": dask.config.get("distributed.worker.profile.enabled"),
+    }
+
+
+def score_part(path: str, start: int, end: int, first_line: int, label: str) -> bytes:
+    """Bytes ``start``..``end`` of the file (whole lines, the first numbered ``first_line``) scored and formatted as
+    sentq's JSONL rows, as bench/limit.py does it: blank lines skipped, 5,000 texts a predict_proba call."""
+    from limit import CHUNK
+
+    from sentq.rows import format_rows
+
+    model = _state["model"]
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(end - start).decode("utf-8").split("\n")
+    if raw and raw[-1] == "":
+        raw.pop()
+    out: list[bytes] = []
+    for at in range(0, len(raw), CHUNK):
+        texts = [t.strip() for t in raw[at : at + CHUNK]]
+        lines = list(range(first_line + at, first_line + at + len(texts)))
+        if not all(texts):
+            kept = [(n, t) for n, t in zip(lines, texts, strict=True) if t]
+            lines, texts = [n for n, _ in kept], [t for _, t in kept]
+            if not texts:
+                continue
+        out.append(format_rows(lines, texts, model.predict_proba(texts), label))
+    return b"".join(out)
+
+
+# ----- in the client (this process) ------------------------------------------------------------------------------
+
+
+def ranges(data: bytes, part_lines: int) -> list[tuple[int, int, int]]:
+    """(start, end, first line) of byte ranges of about ``part_lines`` lines each, cut on line ends."""
+    n_lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    parts = max(1, round(n_lines / part_lines))
+    cuts = [0]
+    for i in range(1, parts):
+        at = data.find(b"\n", max(len(data) * i // parts, cuts[-1]))
+        if at < 0:
+            break
+        cuts.append(at + 1)
+    if cuts[-1] != len(data):
+        cuts.append(len(data))
+    out, line = [], 1
+    for start, end in zip(cuts, cuts[1:], strict=False):
+        out.append((start, end, line))
+        line += data.count(b"\n", start, end)
+    return out
+
+
+def run_job(client: Any, src: Path, dst: Path, label: str) -> float:
+    """The job on the cluster, from reading the input to the output file closed; its wall seconds."""
+    from distributed import as_completed
+
+    started = time.perf_counter()
+    data = src.read_bytes()
+    parts = ranges(data, PART_LINES)
+    del data
+    futures = [
+        client.submit(score_part, str(src), a, b, first, label, pure=False, key=f"score-{i}-{time.time_ns()}")
+        for i, (a, b, first) in enumerate(parts)
+    ]
+    index = {f.key: i for i, f in enumerate(futures)}
+    pending: dict[int, bytes] = {}
+    nxt = 0
+    with open(dst, "wb") as out:
+        for future, rows in as_completed(futures, with_results=True):
+            pending[index[future.key]] = rows
+            while nxt in pending:  # in input order, as soon as the next range's rows are here
+                out.write(pending.pop(nxt))
+                nxt += 1
+    wall = time.perf_counter() - started
+    client.cancel(futures)
+    if nxt != len(parts):
+        raise RuntimeError(f"Dask: {nxt} of {len(parts)} ranges written")
+    return wall
+
+
+def check_rows(path: Path, n: int) -> None:
+    """One row per text, numbered 1..n in order (the input has no blank line)."""
+    expected = count(1)
+    with open(path, "rb") as f:
+        for row in f:
+            if not row.startswith(b'{"line":') or int(row[8 : row.index(b",", 8)]) != next(expected):
+                raise RuntimeError(f"Dask output out of order or malformed near: {row[:120]!r}")
+    if next(expected) != n + 1:
+        raise RuntimeError(f"Dask output: wrong number of rows for {n:,} texts")
+
+
+@contextmanager
+def tuned_cluster(bench: Bench) -> Iterator[tuple[Any, dict[str, float]]]:
+    """A tuned LocalCluster and its client; the environment this process had is given back after (Dask's nanny
+    writes its pre-spawn variables into the environment of the process that runs it, this one)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    saved = dict(os.environ)
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)  # the nanny would hand it on to its workers
+    timings: dict[str, float] = {}
+    try:
+        with dask.config.set(TUNED):
+            started = time.perf_counter()
+            with (
+                LocalCluster(
+                    n_workers=WORKERS,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                    local_directory=str(bench.tmp / "dask"),
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                client.wait_for_workers(WORKERS, timeout=120)
+                timings["start_s"] = time.perf_counter() - started
+                yield client, timings
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@dataclass(frozen=True)
+class DaskRun:
+    rate: float  # texts/s of the best run
+    runs: list[float]
+    start_s: float  # the cluster's start-up (not timed)
+    load_s: float  # the slower worker's model load (not timed)
+    same_bytes: bool  # the output's bytes equal the limit's rows
+    workers: list[dict[str, Any]]
+
+
+def dask_job(bench: Bench) -> DaskRun:
+    """The job on a tuned LocalCluster, best of 2, output checked."""
+    from sentq import registry
+
+    sizes, tmp = bench.sizes, bench.tmp
+    ref = registry.current(bench.client)
+    if ref is None:
+        raise RuntimeError("no current model in the bench's registry")
+    version = registry.ref_version(ref)
+    main_file = inputs(bench).main
+    with step("2. tuned Dask LocalCluster start-up and model load"), tuned_cluster(bench) as (client, timings):
+        started = time.perf_counter()
+        workers = list(client.run(load_model, bench.url, version).values())
+        load_s = time.perf_counter() - started
+        runs = []
+        same = True
+        for n in (1, 2):
+            with step(f"2. tuned Dask LocalCluster, {sizes.main:,} texts (run {n})"):
+                out_path = tmp / "dask.jsonl"
+                wall = run_job(client, main_file, out_path, f"v{version}")
+                runs.append(sizes.main / wall)
+                check_rows(out_path, sizes.main)
+                same = same and sha256_of(out_path) == one_process_limit(bench)["sha256"]
+                out_path.unlink()
+    for w in workers:
+        if w["MALLOC_TRIM_THRESHOLD_"] is not None or w["profile"] or w["OPENBLAS_NUM_THREADS"] != "1":
+            raise RuntimeError(f"a Dask worker is not tuned as meant: {w}")
+    return DaskRun(max(runs), runs, timings["start_s"], load_s, same, workers)
+
+
+def measure(bench: Bench, results: Results) -> None:
+    try:
+        import dask
+        import distributed
+    except ImportError:
+        raise SystemExit(
+            "Dask is not installed: `make bench` installs bench/requirements.lock (or: .venv/bin/uv pip install "
+            "--python .venv/bin/python -r bench/requirements.lock)"
+        ) from None
+
+    sizes = bench.sizes
+    limit_rate = float(one_process_limit(bench)["texts_per_s"])
+    ceiling = two_core_ceiling(bench)
+    sweep = chunk_sweep(bench)
+    sentq_rate = sweep.rates[sweep.default]
+    run = dask_job(bench)
+    add = results.add
+    add(
+        "2",
+        f"tuned Dask LocalCluster ({WORKERS} processes x 1 thread), {sizes.main:,} texts, ~{PART_LINES:,} lines a "
+        "task (best of 2)",
+        rate(run.rate),
+        f"{run.rate / limit_rate:.2f}x limit, {run.rate / ceiling:.0%} of the ceiling; lines ok, "
+        + ("bytes = the limit's" if run.same_bytes else "bytes differ from the limit's"),
+    )
+    startup = sweep.startups[sweep.default]
+    without = sizes.main / (sizes.main / sentq_rate - startup)
+    add(
+        "2",
+        f"sentq / tuned Dask, {sizes.main:,} texts (sentq's default chunk {sweep.default:,})",
+        f"{sentq_rate / run.rate:.2f}x",
+        f"sentq {rate(sentq_rate)} incl. its CLI start-up ({startup:.2f} s to the job record; without it "
+        f"{without / run.rate:.2f}x); Dask's client was already up",
+        ">= 1.0x",
+        sentq_rate / run.rate >= 1.0,
+    )
+    results.notes.append(
+        f"tuned Dask (dask {dask.__version__}, distributed {distributed.__version__}): LocalCluster of {WORKERS} "
+        "worker processes x 1 thread, MALLOC_TRIM_THRESHOLD_ unset in its workers (Dask sets 65536), profiler off, "
+        "OMP/OPENBLAS/MKL_NUM_THREADS=1, all else default; not timed: cluster start-up "
+        f"{run.start_s:.2f} s, the model's load in each worker (sentq.registry.load, the sentq worker's artifact) "
+        f"{run.load_s:.2f} s for both; runs {', '.join(f'{r:,.0f}' for r in run.runs)} texts/s"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(measure_alone(__doc__, measure, noop_workers=False))
