@@ -9,13 +9,14 @@
    Each worker loads the registry's current model once, as the sentq worker does (`sentq.registry.load` from the
    bench's Redis, the same artifact), before the clock starts: its seconds are reported apart, as the sentq
    worker's model is loaded before its rows too. The job: the client reads the input (the bench's main file, the
-   one the sentq rows score) only to cut it into byte ranges of ~20,000 lines on line ends and number their first
-   lines; each task reads its range itself, scores it 5,000 texts at a time with `predict_proba` and formats its own
-   JSONL rows with `sentq.rows.format_rows`, as bench/limit.py does; the client writes the tasks' rows to a file in
-   input order as they arrive. Timed from the job's start (before the client reads the file) to the file closed;
-   the cluster's start-up is not in it, and no client start-up is either (the client is this process), while
-   sentq's row includes its CLI's start-up (shown). Best of 2. The output is checked: one row per text, lines 1..N
-   in order, and its bytes against the limit's rows (same texts, same model, same formatting).
+   one the sentq rows score) only to cut it on line ends into byte ranges of ~20,000 lines (16 ranges at least)
+   and number their first lines; each task reads its range itself, scores it 5,000 texts at a time with
+   `predict_proba` and formats its own JSONL rows with `sentq.rows.format_rows`, as bench/limit.py does; the
+   client writes the tasks' rows to a file in input order as they arrive. Timed from the job's start (before the
+   client reads the file) to the file closed; the cluster's start-up is not in it, and no client start-up is
+   either (the client is this process), while sentq's row includes its CLI's start-up (shown). Best of 2. The
+   output is checked: one row per text, lines 1..N in order, and its bytes against the limit's rows (same texts,
+   same model, same formatting).
 
 Dask is a bench-only dependency: bench/requirements.lock, which `make bench` installs into the venv (not
 requirements.lock, which `make test` installs). Run alone: `python bench/dask_peer.py [--quick]` (its own
@@ -40,6 +41,7 @@ from limit_vs_sentq import chunk_sweep, one_process_limit, sha256_of, two_core_c
 
 WORKERS = 2
 PART_LINES = 20_000  # lines per task: 50 tasks for 1M texts, so the two workers finish together
+MIN_TASKS = 8 * WORKERS  # and no fewer (--quick's 100k texts: 16 tasks of 6,250)
 # The two settings issue #20 tuned (and one thread of BLAS in each worker, as every other row has).
 TUNED: dict[str, Any] = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,  # None: not set, glibc's own default
@@ -108,7 +110,7 @@ def score_part(path: str, start: int, end: int, first_line: int, label: str) -> 
 def ranges(data: bytes, part_lines: int) -> list[tuple[int, int, int]]:
     """(start, end, first line) of byte ranges of about ``part_lines`` lines each, cut on line ends."""
     n_lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-    parts = max(1, round(n_lines / part_lines))
+    parts = max(1, min(n_lines, max(MIN_TASKS, round(n_lines / part_lines))))
     cuts = [0]
     for i in range(1, parts):
         at = data.find(b"\n", max(len(data) * i // parts, cuts[-1]))
@@ -124,8 +126,8 @@ def ranges(data: bytes, part_lines: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def run_job(client: Any, src: Path, dst: Path, label: str) -> float:
-    """The job on the cluster, from reading the input to the output file closed; its wall seconds."""
+def run_job(client: Any, src: Path, dst: Path, label: str) -> tuple[float, int]:
+    """The job on the cluster, from reading the input to the output file closed; its wall seconds and tasks."""
     from distributed import as_completed
 
     started = time.perf_counter()
@@ -149,7 +151,7 @@ def run_job(client: Any, src: Path, dst: Path, label: str) -> float:
     client.cancel(futures)
     if nxt != len(parts):
         raise RuntimeError(f"Dask: {nxt} of {len(parts)} ranges written")
-    return wall
+    return wall, len(parts)
 
 
 def check_rows(path: Path, n: int) -> None:
@@ -200,6 +202,7 @@ def tuned_cluster(bench: Bench) -> Iterator[tuple[Any, dict[str, float]]]:
 class DaskRun:
     rate: float  # texts/s of the best run
     runs: list[float]
+    tasks: int
     start_s: float  # the cluster's start-up (not timed)
     load_s: float  # the slower worker's model load (not timed)
     same_bytes: bool  # the output's bytes equal the limit's rows
@@ -225,7 +228,7 @@ def dask_job(bench: Bench) -> DaskRun:
         for n in (1, 2):
             with step(f"2. tuned Dask LocalCluster, {sizes.main:,} texts (run {n})"):
                 out_path = tmp / "dask.jsonl"
-                wall = run_job(client, main_file, out_path, f"v{version}")
+                wall, tasks = run_job(client, main_file, out_path, f"v{version}")
                 runs.append(sizes.main / wall)
                 check_rows(out_path, sizes.main)
                 same = same and sha256_of(out_path) == one_process_limit(bench)["sha256"]
@@ -233,7 +236,7 @@ def dask_job(bench: Bench) -> DaskRun:
     for w in workers:
         if w["MALLOC_TRIM_THRESHOLD_"] is not None or w["profile"] or w["OPENBLAS_NUM_THREADS"] != "1":
             raise RuntimeError(f"a Dask worker is not tuned as meant: {w}")
-    return DaskRun(max(runs), runs, timings["start_s"], load_s, same, workers)
+    return DaskRun(max(runs), runs, tasks, timings["start_s"], load_s, same, workers)
 
 
 def measure(bench: Bench, results: Results) -> None:
@@ -255,8 +258,8 @@ def measure(bench: Bench, results: Results) -> None:
     add = results.add
     add(
         "2",
-        f"tuned Dask LocalCluster ({WORKERS} processes x 1 thread), {sizes.main:,} texts, ~{PART_LINES:,} lines a "
-        "task (best of 2)",
+        f"tuned Dask LocalCluster ({WORKERS} processes x 1 thread), {sizes.main:,} texts in {run.tasks} tasks "
+        "(best of 2)",
         rate(run.rate),
         f"{run.rate / limit_rate:.2f}x limit, {run.rate / ceiling:.0%} of the ceiling; lines ok, "
         + ("bytes = the limit's" if run.same_bytes else "bytes differ from the limit's"),
