@@ -7,16 +7,17 @@
    like every other row. Every other setting is Dask's default (the client gathers through the scheduler).
 
    Each worker loads the registry's current model once, as the sentq worker does (`sentq.registry.load` from the
-   bench's Redis, the same artifact), before the clock starts: its seconds are reported apart, as the sentq
-   worker's model is loaded before its rows too. The job: the client reads the input (the bench's main file, the
-   one the sentq rows score) only to cut it on line ends into byte ranges of ~20,000 lines (16 ranges at least)
-   and number their first lines; each task reads its range itself, scores it 5,000 texts at a time with
-   `predict_proba` and formats its own JSONL rows with `sentq.rows.format_rows`, as bench/limit.py does; the
-   client writes the tasks' rows to a file in input order as they arrive. Timed from the job's start (before the
-   client reads the file) to the file closed; the cluster's start-up is not in it, and no client start-up is
-   either (the client is this process), while sentq's row includes its CLI's start-up (shown). Best of 2. The
-   output is checked: one row per text, lines 1..N in order, and its bytes against the limit's rows (same texts,
-   same model, same formatting).
+   bench's Redis, the same artifact) and scores 100 texts to warm up, before the clock starts: its seconds are
+   reported apart, as the sentq worker's model is loaded (and warm) before its rows too. The job: the client reads
+   the input (the bench's main file, the one the sentq rows score) only to cut it on line ends into byte ranges of
+   ~20,000 lines (16 ranges at least) and number their first lines; each task reads its range itself, scores it 5,000
+   texts at a time with `predict_proba` and formats its own JSONL rows with `sentq.rows.format_rows`, as
+   bench/limit.py does; the client writes the tasks' rows to a file in input order as they arrive. Timed from the
+   job's start (before the client reads the file) to the file closed; the cluster's start-up is not in it, and no
+   client start-up is either (the client is this process), while sentq's row includes its CLI's start-up (shown). One
+   run at the end of each round of sentq's chunk sweep (bench/limit_vs_sentq.py), on a fresh cluster stopped after
+   it, best of the 2: interleaved with sentq's runs, the ratio sees the same load. The output is checked: one row per
+   text, lines 1..N in order, and its bytes against the limit's rows (same texts, same model, same formatting).
 
 Dask is a bench-only dependency: bench/requirements.lock, which `make bench` installs into the venv (not
 requirements.lock, which `make test` installs). Run alone: `python bench/dask_peer.py [--quick]` (its own
@@ -25,18 +26,19 @@ redis-server and `sentq worker -c 2`, the limit and sentq's chunk sweep, then th
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 from typing import Any
 
-from common import ONE_THREAD, Bench, Results, inputs, measure_alone, rate, step
+from common import ONE_THREAD, Bench, Results, inputs, measure_alone, per_bench, rate, step
 from limit_vs_sentq import chunk_sweep, one_process_limit, sha256_of, two_core_ceiling
 
 WORKERS = 2
@@ -61,13 +63,17 @@ def load_model(url: str, version: int) -> dict[str, Any]:
     import dask
     import redis
 
-    from sentq import registry, rows  # noqa: F401  (rows: imported once here, not in the first task)
+    from sentq import registry, rows
 
     client = redis.Redis.from_url(url)
     try:
-        _state["model"] = registry.load(client, version)
+        model = _state["model"] = registry.load(client, version)
     finally:
         client.close()
+    import limit  # noqa: F401  (bench/limit.py's CHUNK, imported once here too)
+
+    texts = ["warm up, as the sentq workers are"] * 100
+    rows.format_rows(list(range(1, 101)), texts, model.predict_proba(texts), f"v{version}")
     return {
         "load_s": time.perf_counter() - started,
         "pid": os.getpid(),
@@ -198,48 +204,52 @@ def tuned_cluster(bench: Bench) -> Iterator[tuple[Any, dict[str, float]]]:
         os.environ.update(saved)
 
 
-@dataclass(frozen=True)
-class DaskRun:
-    rate: float  # texts/s of the best run
-    runs: list[float]
-    tasks: int
-    start_s: float  # the cluster's start-up (not timed)
-    load_s: float  # the slower worker's model load (not timed)
-    same_bytes: bool  # the output's bytes equal the limit's rows
-    workers: list[dict[str, Any]]
+@dataclass
+class DaskRuns:
+    """The Dask job's runs in this bench, one in each round of the chunk sweep."""
+
+    enlisted: bool = False
+    runs: list[float] = field(default_factory=list)  # texts/s, in order
+    tasks: int = 0
+    start_s: list[float] = field(default_factory=list)  # each round's cluster start-up (not timed)
+    load_s: list[float] = field(default_factory=list)  # each round's model load in both workers (not timed)
+    same_bytes: bool = True  # every run's output equals the limit's rows, byte for byte
 
 
-def dask_job(bench: Bench) -> DaskRun:
-    """The job on a tuned LocalCluster, best of 2, output checked."""
+@per_bench
+def dask_runs(bench: Bench) -> DaskRuns:
+    return DaskRuns()
+
+
+def one_round(bench: Bench, round_no: int) -> None:
+    """A fresh tuned cluster, the model loaded and warmed up in each worker, one timed run of the job, output
+    checked, the cluster stopped (so it does not idle beside sentq's runs)."""
     from sentq import registry
 
     sizes, tmp = bench.sizes, bench.tmp
+    done = dask_runs(bench)
     ref = registry.current(bench.client)
     if ref is None:
         raise RuntimeError("no current model in the bench's registry")
     version = registry.ref_version(ref)
-    main_file = inputs(bench).main
-    with step("2. tuned Dask LocalCluster start-up and model load"), tuned_cluster(bench) as (client, timings):
-        started = time.perf_counter()
-        workers = list(client.run(load_model, bench.url, version).values())
-        load_s = time.perf_counter() - started
-        runs = []
-        same = True
-        for n in (1, 2):
-            with step(f"2. tuned Dask LocalCluster, {sizes.main:,} texts (run {n})"):
-                out_path = tmp / "dask.jsonl"
-                wall, tasks = run_job(client, main_file, out_path, f"v{version}")
-                runs.append(sizes.main / wall)
-                check_rows(out_path, sizes.main)
-                same = same and sha256_of(out_path) == one_process_limit(bench)["sha256"]
-                out_path.unlink()
-    for w in workers:
-        if w["MALLOC_TRIM_THRESHOLD_"] is not None or w["profile"] or w["OPENBLAS_NUM_THREADS"] != "1":
-            raise RuntimeError(f"a Dask worker is not tuned as meant: {w}")
-    return DaskRun(max(runs), runs, tasks, timings["start_s"], load_s, same, workers)
+    with step(f"2. tuned Dask LocalCluster, {sizes.main:,} texts (round {round_no})"):
+        with tuned_cluster(bench) as (client, timings):
+            started = time.perf_counter()
+            workers = list(client.run(load_model, bench.url, version).values())
+            done.load_s.append(time.perf_counter() - started)
+            done.start_s.append(timings["start_s"])
+            for w in workers:
+                if w["MALLOC_TRIM_THRESHOLD_"] is not None or w["profile"] or w["OPENBLAS_NUM_THREADS"] != "1":
+                    raise RuntimeError(f"a Dask worker is not tuned as meant: {w}")
+            out_path = tmp / "dask.jsonl"
+            wall, done.tasks = run_job(client, inputs(bench).main, out_path, f"v{version}")
+        done.runs.append(sizes.main / wall)
+        check_rows(out_path, sizes.main)
+        done.same_bytes = done.same_bytes and sha256_of(out_path) == one_process_limit(bench)["sha256"]
+        out_path.unlink()
 
 
-def measure(bench: Bench, results: Results) -> None:
+def _dask_versions() -> tuple[str, str]:
     try:
         import dask
         import distributed
@@ -248,39 +258,58 @@ def measure(bench: Bench, results: Results) -> None:
             "Dask is not installed: `make bench` installs bench/requirements.lock (or: .venv/bin/uv pip install "
             "--python .venv/bin/python -r bench/requirements.lock)"
         ) from None
+    return dask.__version__, distributed.__version__
 
+
+def enlist(bench: Bench) -> None:
+    """Run the Dask job once in each round of the chunk sweep (before the sweep starts)."""
+    _dask_versions()
+    dask_runs(bench).enlisted = True
+    bench.peers.append(functools.partial(one_round, bench))
+
+
+def measure(bench: Bench, results: Results) -> None:
+    """The Dask rows of 2, next to sentq's default chunk in the same sweep (enlisted before it: run alone, this
+    enlists itself; if the sweep ran without it, two rounds of Dask right after)."""
+    dask_v, distributed_v = _dask_versions()
     sizes = bench.sizes
+    done = dask_runs(bench)
+    if not done.enlisted:
+        enlist(bench)
     limit_rate = float(one_process_limit(bench)["texts_per_s"])
     ceiling = two_core_ceiling(bench)
     sweep = chunk_sweep(bench)
+    while len(done.runs) < 2:
+        one_round(bench, len(done.runs) + 1)
     sentq_rate = sweep.rates[sweep.default]
-    run = dask_job(bench)
+    best = max(done.runs)
     add = results.add
     add(
         "2",
-        f"tuned Dask LocalCluster ({WORKERS} processes x 1 thread), {sizes.main:,} texts in {run.tasks} tasks "
-        "(best of 2)",
-        rate(run.rate),
-        f"{run.rate / limit_rate:.2f}x limit, {run.rate / ceiling:.0%} of the ceiling; lines ok, "
-        + ("bytes = the limit's" if run.same_bytes else "bytes differ from the limit's"),
+        f"tuned Dask LocalCluster ({WORKERS} processes x 1 thread), {sizes.main:,} texts in {done.tasks} tasks "
+        f"(best of {len(done.runs)}, one a round of the sweep)",
+        rate(best),
+        f"{best / limit_rate:.2f}x limit, {best / ceiling:.0%} of the ceiling; lines ok, "
+        + ("bytes = the limit's" if done.same_bytes else "bytes differ from the limit's"),
     )
     startup = sweep.startups[sweep.default]
     without = sizes.main / (sizes.main / sentq_rate - startup)
     add(
         "2",
         f"sentq / tuned Dask, {sizes.main:,} texts (sentq's default chunk {sweep.default:,})",
-        f"{sentq_rate / run.rate:.2f}x",
+        f"{sentq_rate / best:.2f}x",
         f"sentq {rate(sentq_rate)} incl. its CLI start-up ({startup:.2f} s to the job record; without it "
-        f"{without / run.rate:.2f}x); Dask's client was already up",
+        f"{without / best:.2f}x); Dask's client was already up",
         ">= 1.0x",
-        sentq_rate / run.rate >= 1.0,
+        sentq_rate / best >= 1.0,
     )
     results.notes.append(
-        f"tuned Dask (dask {dask.__version__}, distributed {distributed.__version__}): LocalCluster of {WORKERS} "
-        "worker processes x 1 thread, MALLOC_TRIM_THRESHOLD_ unset in its workers (Dask sets 65536), profiler off, "
-        "OMP/OPENBLAS/MKL_NUM_THREADS=1, all else default; not timed: cluster start-up "
-        f"{run.start_s:.2f} s, the model's load in each worker (sentq.registry.load, the sentq worker's artifact) "
-        f"{run.load_s:.2f} s for both; runs {', '.join(f'{r:,.0f}' for r in run.runs)} texts/s"
+        f"tuned Dask (dask {dask_v}, distributed {distributed_v}): LocalCluster of {WORKERS} worker processes x 1 "
+        "thread, MALLOC_TRIM_THRESHOLD_ unset in its workers (Dask sets 65536), profiler off, "
+        "OMP/OPENBLAS/MKL_NUM_THREADS=1, all else default, a fresh cluster in each round; not timed: cluster start-up "
+        f"{', '.join(f'{t:.2f}' for t in done.start_s)} s, the model's load and warm-up in both workers "
+        f"(sentq.registry.load, the sentq worker's artifact) {', '.join(f'{t:.2f}' for t in done.load_s)} s; runs "
+        f"{', '.join(f'{r:,.0f}' for r in done.runs)} texts/s"
     )
 
 

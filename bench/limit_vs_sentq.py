@@ -109,7 +109,7 @@ class Sweep:
 def chunk_sweep(bench: Bench) -> Sweep:
     """sentq end to end at each chunk size of the sweep and the default: two rounds, interleaved, best of each (one
     run varies by ~10%); the default chunk also to CSV in each round, next to its JSONL run (JSONL first in round 1,
-    CSV first in round 2)."""
+    CSV first in round 2); then the bench's peers (bench/dask_peer.py), once at the end of each round."""
     from sentq.settings import Settings
 
     sizes, tmp = bench.sizes, bench.tmp
@@ -167,6 +167,8 @@ def chunk_sweep(bench: Bench) -> Sweep:
                     created = float(bench.client.hget(f"sentq:job:{job_id}", "created") or "nan")
                     startups[size] = created - timed.started_at
                 bench.drop_jobs()
+        for peer in bench.peers:
+            peer(round_no)
     return Sweep(default, sweep, breakdowns, spans, startups, jsonl_runs, csv_runs)
 
 
@@ -245,17 +247,19 @@ def limit_and_end_to_end(bench: Bench, results: Results) -> None:
     )
 
     # 2. the same job to CSV: best of 2 each, alternating (JSONL, CSV in round 1; CSV, JSONL in round 2). A ratio
-    # under 1.0x still passes within noise: by no more than the JSONL runs' own spread in this run, (max - min) / max.
+    # under 1.0x still passes within noise: by no more than the JSONL runs' own spread in this run, (max - min) / max,
+    # counted up to 5% (a run noisier than that cannot excuse more).
     csv_best, jsonl_best = max(sweep.csv_runs), max(sweep.jsonl_runs)
     spread = (max(sweep.jsonl_runs) - min(sweep.jsonl_runs)) / max(sweep.jsonl_runs)
+    noise = min(spread, 0.05)
     ratio = csv_best / jsonl_best
     add(
         "2",
         f"CSV / JSONL output, sentq submit --wait -o out.csv, {sizes.main:,} texts, chunk {default:,} (best of 2 each)",
-        f"{ratio:.2f}x" + (" (within noise)" if 1.0 - spread <= ratio < 1.0 else ""),
+        f"{ratio:.2f}x" + (" (within noise)" if 1.0 - noise <= ratio < 1.0 else ""),
         f"CSV {rate(csv_best)} vs JSONL {rate(jsonl_best)}; JSONL runs' spread {spread:.1%}; lines ok",
-        ">= 1.0x (or within the JSONL runs' spread)",
-        ratio >= 1.0 - spread,
+        ">= 1.0x (or within the JSONL runs' spread, up to 5%)",
+        ratio >= 1.0 - noise,
     )
 
 

@@ -59,8 +59,9 @@ from common import (
 def run(bench: Bench, results: Results) -> None:
     """Every measurement, in the table's order, against one bench (what one builds on, the next reuses)."""
     start(bench, results)
+    dask_peer.enlist(bench)  # once in each round of 2's sweep
     limit_vs_sentq.limit_and_end_to_end(bench, results)
-    dask_peer.measure(bench, results)  # a peer row of 2
+    dask_peer.measure(bench, results)  # its rows, peers of 2's
     limit_vs_sentq.seed_and_mid_size(bench, results)
     producer.measure(bench, results)
     small_jobs.measure(bench, results)
