@@ -82,7 +82,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix sentq tests bench scripts
 	$(BIN)/ruff format sentq tests bench scripts
 
+# bench/requirements.lock: the bench's own packages (Dask, for its peer row), pinned, installed over the venv
+# (install, not sync: the main lock's packages stay); `make test` never installs them.
 bench: setup wrk
+	$(UV) pip install -q --python $(BIN)/python -r bench/requirements.lock
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/reconcile_cost.py --append $(if $(QUICK),bench/out/RESULTS-quick.md,bench/RESULTS.md)
 	$(BIN)/python bench/api.py $(if $(QUICK),--quick,) --append $(if $(QUICK),bench/out/RESULTS-quick.md,bench/RESULTS.md)

@@ -187,6 +187,9 @@ class Bench:
         self.noop_worker: subprocess.Popen[bytes] | None = None
         self.noop_events_worker: subprocess.Popen[bytes] | None = None
         self.made: dict[Callable[..., Any], Any] = {}  # per_bench's results, by the function that made them
+        # Other ways of doing the chunk sweep's job (bench/dask_peer.py), each run once in every round of the sweep,
+        # with the round's number: interleaved with sentq's runs, a ratio to them sees the same load.
+        self.peers: list[Callable[[int], None]] = []
 
     def env(self, *, one_thread: bool = False, **extra: str) -> dict[str, str]:
         # Without PYTHONDONTWRITEBYTECODE: an installed sentq has its bytecode compiled (pip does it at install); a

@@ -1,9 +1,12 @@
 """The one-process limit: read a text file, score it 5,000 lines at a time, write JSONL rows.
 
 Run by bench/limit_vs_sentq.py in its own process (one thread: OMP/OPENBLAS_NUM_THREADS=1) as
-``python bench/limit.py REDIS_URL INPUT OUTPUT [--passes N]``; it loads the registry's current model (the one
-the workers score with) and prints one JSON object: the best pass's texts/s end to end (read -> predict_proba ->
-sentq.rows.format_rows -> write), its per-stage seconds, and the scoring-only rate (predict_proba alone).
+``python bench/limit.py REDIS_URL INPUT OUTPUT [--passes N] [--score-only-texts N]``; it loads the registry's current
+model (the one the workers score with) and prints one JSON object: the best pass's texts/s end to end (read ->
+predict_proba -> sentq.rows.format_rows -> write), its per-stage seconds, and the scoring-only rate (predict_proba
+alone).
+``--passes 1 --score-only-texts 0`` is a one-process script's whole run (start-up, model load, read, score, write;
+bench/small_jobs.py times it next to a small `sentq submit --wait`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,12 @@ def main() -> None:
     parser.add_argument("input", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument(
+        "--score-only-texts",
+        type=int,
+        default=200_000,
+        help="texts of the scoring-only rate (0: skip it, for a one-process script's whole run)",
+    )
     args = parser.parse_args()
     client = redis.Redis.from_url(args.redis_url)
     ref = registry.current(client)
@@ -85,7 +94,7 @@ def main() -> None:
     client.close()
     passes = [one_pass(model, args.input, args.output, f"v{version}") for _ in range(args.passes)]
     best = min(passes, key=lambda p: p["wall_s"])
-    rates = [score_only(model, args.input, 200_000) for _ in range(3)]
+    rates = [score_only(model, args.input, args.score_only_texts) for _ in range(3)] if args.score_only_texts else [0.0]
     print(json.dumps({**best, "texts_per_s": best["texts"] / best["wall_s"], "score_only_per_s": max(rates)}))
 
 

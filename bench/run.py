@@ -6,12 +6,15 @@ Celery no-op worker (-c 2), makes its own input (seeded: real VADER sentences re
 docstring says how; each runs alone as `python bench/MODULE.py [--quick]`):
 
 1. the one-process limit, and two copies of it side by side (bench/limit_vs_sentq.py);
-2. sentq end to end (`sentq submit FILE --wait -o`) of 1M texts at chunk sizes 1k / 5k / 20k (bench/limit_vs_sentq.py);
+2. sentq end to end (`sentq submit FILE --wait -o`) of 1M texts at chunk sizes 1k / 5k / 20k, and to CSV next to
+   JSONL (bench/limit_vs_sentq.py); the same job on a tuned Dask `LocalCluster` (2 processes x 1 thread, glibc
+   malloc defaults, profiler off; Dask is bench-only, bench/requirements.lock) as a peer row (bench/dask_peer.py);
 3. the seed's way (a Celery group of `sentq.batch_score` chunks of 5,000), and 3b a mid-size job of 100,000 texts
    (bench/limit_vs_sentq.py);
 4. submit of 2M lines with nobody consuming (time to the job id, enqueue rate, producer RSS and CPU), and the
    waiter's peak RSS (bench/producer.py);
-5. small jobs: a one-text task's round trip next to Celery no-ops, CLI wall times (bench/small_jobs.py);
+5. small jobs: a one-text task's round trip next to Celery no-ops, CLI wall times, a 10,000-line `submit --wait`
+   next to a one-process script's whole run (bench/small_jobs.py);
 6. `sentq status JOB` on a 2,000-chunk job, next to `python -c pass` (bench/status.py);
 7. Redis memory per text in flight and per result row (bench/redis_memory.py);
 8. per-task cost at chunks of 1 to 20,000 next to a burst of Celery no-op tasks (bench/per_task.py, which also
@@ -29,6 +32,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+import dask_peer
 import download
 import limit_vs_sentq
 import per_task
@@ -55,7 +59,10 @@ from common import (
 def run(bench: Bench, results: Results) -> None:
     """Every measurement, in the table's order, against one bench (what one builds on, the next reuses)."""
     start(bench, results)
-    limit_vs_sentq.measure(bench, results)
+    dask_peer.enlist(bench)  # once in each round of 2's sweep
+    limit_vs_sentq.limit_and_end_to_end(bench, results)
+    dask_peer.measure(bench, results)  # its rows, peers of 2's
+    limit_vs_sentq.seed_and_mid_size(bench, results)
     producer.measure(bench, results)
     small_jobs.measure(bench, results)
     status.measure(bench, results)

@@ -2,7 +2,11 @@
 
 5. small jobs: round trip p50/p99 of batch_score.delay(["great product"]).get() next to a bare Celery no-op task and
    the same no-op with task events on (as sentq runs), in interleaved blocks; `sentq submit two-lines.txt --wait`
-   and `sentq --help` wall time (medians).
+   and `sentq --help` wall time (medians);
+5b. a 10,000-line job: `sentq submit FILE --wait -o out.jsonl` against the running workers next to a one-process
+   script's whole run on the same lines (`python bench/limit.py ... --passes 1 --score-only-texts 0`: start-up,
+   the model's load from the registry, read, score, write the same JSONL rows), whole wall times from launch to
+   exit, alternating, median of 5 each after one warm-up of each.
 
 Run alone: `python bench/small_jobs.py [--quick]` (its own redis-server, `sentq worker -c 2` and the two Celery
 no-op workers of bench/noop_app.py).
@@ -11,11 +15,29 @@ no-op workers of bench/noop_app.py).
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from common import Bench, Results, inputs, measure_alone, median_wall, ms, noop_apps, sentq_tasks, step
+from common import (
+    BENCH,
+    Bench,
+    Results,
+    check,
+    count_lines,
+    head,
+    inputs,
+    measure_alone,
+    median_wall,
+    ms,
+    noop_apps,
+    sentq_tasks,
+    step,
+)
+
+SMALL_JOB = 10_000
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -88,6 +110,58 @@ def measure(bench: Bench, results: Results) -> None:
         helps = median_wall(bench, ["--help"], "help")
     add("5", f"sentq submit two-lines.txt --wait (median of {sizes.repeats})", ms(two), "", "<= 300 ms", two <= 0.3)
     add("5", f"sentq --help (median of {sizes.repeats})", ms(helps), "", "<= 300 ms", helps <= 0.3)
+    small_job(bench, results)
+
+
+def script_wall(bench: Bench, src: Path, dst: Path) -> float:
+    """A one-process script's whole run (bench/limit.py, one pass, no scoring-only rate), launch to exit."""
+    cmd = [sys.executable, str(BENCH / "limit.py"), bench.url, str(src), str(dst), "--passes", "1"]
+    started = time.perf_counter()
+    proc = bench.procs.start(
+        [*cmd, "--score-only-texts", "0"],
+        env=bench.env(one_thread=True),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, err = proc.communicate()
+    wall = time.perf_counter() - started
+    bench.procs.procs.remove(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/limit.py exited with {proc.returncode}:\n{err.decode()[-3000:]}")
+    return wall
+
+
+def small_job(bench: Bench, results: Results) -> None:
+    """5b. `sentq submit FILE --wait -o` of 10,000 lines next to a one-process script's whole run on them."""
+    tmp = bench.tmp
+    src = head(inputs(bench).main, tmp / "small-job.txt", SMALL_JOB)
+    out = tmp / "small-job.jsonl"
+    script: list[float] = []
+    sentq: list[float] = []
+    with step(f"5b. {SMALL_JOB:,} lines: sentq submit --wait next to a one-process script, alternating"):
+        for n in range(1 + bench.sizes.repeats):  # the first of each warms up (page cache, .pyc) and is not counted
+            wall = script_wall(bench, src, out)
+            if count_lines(out) != SMALL_JOB:
+                raise RuntimeError(f"the one-process script wrote the wrong number of rows for {SMALL_JOB:,} lines")
+            out.unlink()
+            timed = check(bench.sentq(["submit", str(src), "--wait", "-o", str(out)], name="small-job"), "sentq submit")
+            if count_lines(out) != SMALL_JOB:
+                raise RuntimeError(f"sentq submit --wait wrote the wrong number of rows for {SMALL_JOB:,} lines")
+            out.unlink()
+            bench.drop_jobs()
+            if n:
+                script.append(wall)
+                sentq.append(timed.wall_s)
+    med_sentq, med_script = statistics.median(sentq), statistics.median(script)
+    add = results.add
+    add(
+        "5",
+        f"sentq submit --wait -o, {SMALL_JOB:,} lines / a one-process script's whole run (median of {len(sentq)})",
+        f"{med_sentq / med_script:.2f}x",
+        f"sentq {ms(med_sentq)}, script {ms(med_script)} (start-up, model load, read, score, write JSONL)",
+        "<= 1.3x",
+        med_sentq <= 1.3 * med_script,
+    )
 
 
 if __name__ == "__main__":
