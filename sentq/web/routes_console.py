@@ -181,6 +181,7 @@ def _jobs_view(request: Request, settings: Settings, access: auth.Access, **flas
     context = {"jobs": found, "state": state or "", "next_cursor": next_cursor, "snap": snap, "q": search}
     context["finished"] = FINISHED
     context["unserved"] = _unserved(settings, snap)
+    context["dash"] = _dashboard(settings, snap)
     return _page(request, settings, access, "jobs.html", **context, **flash)
 
 
@@ -390,6 +391,31 @@ def _snapshot(settings: Settings) -> Any:
     from sentq import stats
 
     return stats.snapshot(control.connect(settings), settings)
+
+
+def _dashboard(settings: Settings, snap: Any) -> dict[str, Any]:
+    """The home page's last hour (texts/s and failures a minute, from the ledger's per-minute counts), the busiest
+    queues (most chunks waiting, then most messages) and the oldest chunk waiting for a worker."""
+    from sentq import stats
+    from sentq.web import chart
+
+    hour = stats.last_hour(control.connect(settings))
+    into = max(snap.at - hour[-1].start, 1.0)  # seconds of the current minute so far
+    lately = hour[-5:]
+    busiest = sorted(
+        ((name, q) for name, q in snap.queues.items() if q.length or q.chunks_waiting),
+        key=lambda item: (-item[1].chunks_waiting, -item[1].length, item[0]),
+    )[:3]
+    waiting = [(q.oldest_waiting_s, name) for name, q in snap.queues.items() if q.chunks_waiting]
+    return {
+        "chart": chart.last_hour_svg(hour),
+        "texts": sum(m.texts for m in hour),
+        "chunks_failed": sum(m.chunks_failed for m in hour),
+        "texts_failed": sum(m.texts_failed for m in hour),
+        "rate_now": sum(m.texts for m in lately) / (60 * (len(lately) - 1) + into),
+        "busiest": busiest,
+        "oldest": max(waiting) if waiting else None,
+    }
 
 
 def _unserved(settings: Settings, snap: Any) -> dict[str, str]:
