@@ -34,7 +34,10 @@ SettingsDep = Annotated[Settings, Depends(settings_of)]
 
 
 def mount(app: FastAPI) -> None:
+    from sentq.web import routes_console_ops
+
     app.include_router(router)
+    app.include_router(routes_console_ops.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 
@@ -42,7 +45,9 @@ def unavailable_page(request: Request, detail: str) -> Response | None:
     """A console page asked for while Redis (or the broker) does not answer: the console's own page saying so and what
     it means (503), instead of the API's problem+json; None for anything but a console page."""
     path = request.url.path
-    if request.method != "GET" or not (path == "/" or path.startswith(("/jobs/", "/workers", "/models", "/login"))):
+    if request.method != "GET" or not (
+        path == "/" or path.startswith(("/jobs/", "/queues", "/workers", "/models", "/login"))
+    ):
         return None
     settings: Settings = request.app.state.settings
     context = {
@@ -150,6 +155,11 @@ FINISHED = ("done", "failed", "cancelled", "invalid")
 
 def _models_message(request: Request) -> str:
     version, before = _number(request, "v"), _number(request, "was")
+    if request.query_params.get("msg") == "retrain":
+        return (
+            "retrain queued: a worker of the retrain queue trains on the default data; the new version shows here when "
+            "it is done (none when the model comes out identical to the current one)"
+        )
     if request.query_params.get("msg") != "used" or version is None:
         return ""
     return f"v{version} is current" + (f" (was v{before})" if before and before != version else "")
@@ -162,7 +172,7 @@ def _may_write(request: Request, settings: Settings) -> Response | str | None:
     if access is None:
         return _to_login(request, "/")
     if access != "full":
-        return "this token is read-only: it may look, not submit, cancel, retry or switch models"
+        return "this token is read-only: it may look, not submit, cancel, retry, drain, retrain or switch models"
     return None
 
 
@@ -201,10 +211,19 @@ def _job_view(request: Request, settings: Settings, access: auth.Access, job_id:
     return _page(request, settings, access, "job.html", **context, **flash)
 
 
+# The models page's artifact checks, kept across views (lifecycle.ArtifactChecks: why, and what it costs).
+ARTIFACTS = lifecycle.ArtifactChecks()
+
+
 def _models_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
     found, current = lifecycle.versions(settings)
     flash.setdefault("message", _models_message(request))
-    return _page(request, settings, access, "models.html", versions=list(reversed(found)), current=current, **flash)
+    context: dict[str, Any] = {"versions": list(reversed(found)), "current": current}
+    context["refused"] = ARTIFACTS.refusals(settings, [v.version for v in found])
+    context["next_retrain"] = lifecycle.next_retrain(settings)
+    context["retrain_queue"] = settings.retrain_queue
+    context["now"] = time.time()
+    return _page(request, settings, access, "models.html", **context, **flash)
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -217,17 +236,6 @@ def jobs_page(request: Request, settings: SettingsDep) -> Response:
 def job_page(request: Request, job_id: str, settings: SettingsDep) -> Response:
     access = auth.access(request, settings)
     return _to_login(request) if access is None else _job_view(request, settings, access, job_id)
-
-
-@router.get("/workers", response_class=HTMLResponse)
-def workers_page(request: Request, settings: SettingsDep) -> Response:
-    access = auth.access(request, settings)
-    if access is None:
-        return _to_login(request)
-    found, dead, _ = control.workers(settings)
-    snap = _snapshot(settings)
-    context = {"workers": found, "dead": dead, "snap": snap, "unserved": _unserved(settings, snap)}
-    return _page(request, settings, access, "workers.html", **context)
 
 
 @router.get("/models", response_class=HTMLResponse)
