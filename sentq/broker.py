@@ -21,10 +21,12 @@ CHUNK_TASK = "sentq.score_chunk"
 # when each was delivered in this sorted set.
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
-# What a queue holds is read this many messages a round trip, the oldest first, and at most SCAN_MAX in all: a page
-# (and a drain) costs the same however long a queue has grown; a drain says so when it looked at only part of one.
+# What a queue holds is read this many messages a round trip, the oldest first, and at most SCAN_MAX in all by a drain
+# (SHOW_MAX for a page: a message is about 1.2 KB): each costs the same however long a queue has grown, and says so
+# when it looked at only part of one.
 SCAN_PAGE = 1000
 SCAN_MAX = 50_000
+SHOW_MAX = 5_000
 
 
 def queue_depths(app: Any, settings: Settings) -> dict[str, int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sentq import broker, control, keys, stats
-from sentq.errors import ConfigError, JobStateError
+from sentq.errors import ConfigError, JobStateError, UnknownNameError
 from sentq.settings import Settings
 from sentq.store import text
 
@@ -43,7 +43,7 @@ class QueueContents:
     name: str
     figures: stats.QueueStats  # the ledger's view: chunks of unfinished jobs waiting, the oldest's age, leftovers
     readable: bool  # a Redis broker: its messages were read (on RabbitMQ only the depth is known)
-    looked_at: int = 0  # messages read, the oldest first (at most broker.SCAN_MAX)
+    looked_at: int = 0  # messages read, the oldest first (at most broker.SHOW_MAX)
     jobs: list[QueuedJob] = field(default_factory=list)
     other: int = 0  # messages of other tasks (retrains, batch scoring)
 
@@ -79,7 +79,7 @@ def contents(settings: Settings) -> tuple[stats.Snapshot, list[QueueContents]]:
         if bclient is None:
             found.append(QueueContents(name, figures, readable=False))
             continue
-        held = broker.contents(bclient, name)
+        held = broker.contents(bclient, name, limit=broker.SHOW_MAX)
         figures = snap.queues.get(name) or stats.QueueStats(held.length, 0.0)
         records = _records(settings, list(held.jobs))
         queued = [
@@ -118,14 +118,14 @@ class Drained:
 
 def drain(settings: Settings, queue: str, *, job_id: str | None = None) -> Drained:
     """Remove from ``queue`` the messages of stopped jobs (or of ``job_id`` alone, which must not be running).
-    ConfigError on RabbitMQ or for a queue sentq does not use, JobStateError for a running job."""
+    ConfigError on RabbitMQ, UnknownNameError for a queue sentq does not use, JobStateError for a running job."""
     if not settings.broker_is_redis:
         raise ConfigError(
             "only a Redis broker's queue can be drained: on RabbitMQ the workers drop a stopped job's messages as "
             "they take them"
         )
     if queue not in names(settings):
-        raise ConfigError(f"{queue!r} is not one of sentq's queues: see the queues page or GET /v1/queues")
+        raise UnknownNameError(f"{queue!r} is not one of sentq's queues: see the queues page or GET /v1/queues")
     if job_id is not None and not keys.is_job_id(job_id):
         raise ConfigError("that is not a job id: a job id is 12 hex digits")
     bclient = broker.broker_client(settings)
