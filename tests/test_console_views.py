@@ -16,12 +16,13 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
 import redis
 from playwright.sync_api import Browser, Dialog, Page, expect
 
 from tests import test_console
 from tests.conftest import SENTQ, ApiServer, Worker, base_env, decode_message, wait_until
-from tests.test_console import REPO, UPDATE_DOCS, console, http, lines_of_text, submit, wait_job
+from tests.test_console import REPO, UPDATE_DOCS, console, http, lines_of_text, submit, the_field, wait_job
 from tests.test_faults import hooked
 
 # The browser fixtures of tests/test_console.py (one headless Chromium a module).
@@ -372,3 +373,57 @@ def test_every_page_says_redis_is_down(browser: Browser, tmp_path: Path, model_s
         api.stop()
         client.close()
         server.stop()
+
+
+def seconds_of(shown: str) -> float:
+    """The console's duration words ("9s", "1m 05s") as seconds."""
+    found = re.fullmatch(r"(?:(\d+)m )?(\d+)s", shown)
+    assert found, shown
+    return 60 * int(found[1] or 0) + int(found[2])
+
+
+@pytest.mark.slow
+def test_eta_on_the_job_page_after_a_worker_outage(
+    browser: Browser, own_redis_url: str, tmp_path: Path, clocks: dict[str, str]
+) -> None:
+    """The job page open through a worker outage longer than the job's own run: it says it waits for a worker (live),
+    and once a new worker has scored a few chunks, the ETA it shows is within 2x of the time the job then takes."""
+    import time
+
+    url, queue = own_redis_url, "eta-console"
+    chunks, size, slow_s = 100, 50, 0.1  # about 10 s of scoring on one process
+    run_s = chunks * slow_s
+    env = hooked(SENTQ_QUEUE=queue, SENTQ_TEST_SLOW=str(slow_s), **clocks)
+    api = ApiServer(url, tmp_path / "api.log", env_extra={"SENTQ_QUEUE": queue, **clocks}).start()
+    w1 = Worker(url, tmp_path / "w1.log", name="eta-c1@%h", env_extra=env, concurrency=1).start()
+    w2 = Worker(url, tmp_path / "w2.log", name="eta-c2@%h", env_extra=env, concurrency=1)
+    try:
+        with http(api) as client, console(browser, api.url, tmp_path / "console-eta-end.png") as page:
+            job = submit(client, lines_of_text(chunks * size), chunk_size=size, name="eta.txt")
+            page.goto(f"/jobs/{job}")
+            wait_job(client, job, lambda r: r["chunks_done"] >= 5)
+            w1.stop(signal.SIGKILL)
+            stopped = time.monotonic()
+            expect(the_field(page, "eta")).to_have_text("waiting for a worker", timeout=30_000)
+            wait_until(lambda: time.monotonic() - stopped > 1.5 * run_s, 3 * run_s, "the outage outlasts the job's run")
+            expect(the_field(page, "eta")).to_have_text("waiting for a worker")
+            page.screenshot(path=tmp_path / "console-eta-waiting.png")
+            w2.start()
+            restarted = client.get(f"/v1/jobs/{job}").json()["chunks_done"]
+
+            def scored_on_page() -> int:
+                return int(the_field(page, "chunks").inner_text().split(" done")[0])
+
+            wait_until(lambda: scored_on_page() >= restarted + 5, 60, "the page shows a few chunks scored anew")
+            shown = the_field(page, "eta").inner_text()
+            read_at = time.monotonic()
+            page.screenshot(path=tmp_path / "console-eta-after.png")
+            wait_job(client, job, lambda r: r["state"] == "done", timeout=120)
+            took = time.monotonic() - read_at
+            ratio = seconds_of(shown) / took
+            print(f"ETA shown {shown!r}, took {took:.2f}s, ratio {ratio:.2f}")
+            assert 0.5 <= ratio <= 2.0, (shown, took)
+    finally:
+        w1.stop()
+        w2.stop()
+        api.stop()

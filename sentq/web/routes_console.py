@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from sentq import control, errors, follow, jobs, keys, lifecycle
+from sentq import control, errors, follow, jobs, keys
 from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets, mask_url
 from sentq.web import auth
@@ -153,18 +153,6 @@ def _jobs_message(request: Request) -> str:
 FINISHED = ("done", "failed", "cancelled", "invalid")
 
 
-def _models_message(request: Request) -> str:
-    version, before = _number(request, "v"), _number(request, "was")
-    if request.query_params.get("msg") == "retrain":
-        return (
-            "retrain queued: a worker of the retrain queue trains on the default data; the new version shows here when "
-            "it is done (none when the model comes out identical to the current one)"
-        )
-    if request.query_params.get("msg") != "used" or version is None:
-        return ""
-    return f"v{version} is current" + (f" (was v{before})" if before and before != version else "")
-
-
 def _may_write(request: Request, settings: Settings) -> Response | str | None:
     """None if this request may change things; else a redirect to log in, or why it may not (read-only)."""
     auth.check_origin(request)
@@ -172,7 +160,10 @@ def _may_write(request: Request, settings: Settings) -> Response | str | None:
     if access is None:
         return _to_login(request, "/")
     if access != "full":
-        return "this token is read-only: it may look, not submit, cancel, retry, drain, retrain or switch models"
+        return (
+            "this token is read-only: it may look, not submit, cancel, retry, drain, retrain, stop workers or switch "
+            "models"
+        )
     return None
 
 
@@ -211,21 +202,6 @@ def _job_view(request: Request, settings: Settings, access: auth.Access, job_id:
     return _page(request, settings, access, "job.html", **context, **flash)
 
 
-# The models page's artifact checks, kept across views (lifecycle.ArtifactChecks: why, and what it costs).
-ARTIFACTS = lifecycle.ArtifactChecks()
-
-
-def _models_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
-    found, current = lifecycle.versions(settings)
-    flash.setdefault("message", _models_message(request))
-    context: dict[str, Any] = {"versions": list(reversed(found)), "current": current}
-    context["refused"] = ARTIFACTS.refusals(settings, [v.version for v in found])
-    context["next_retrain"] = lifecycle.next_retrain(settings)
-    context["retrain_queue"] = settings.retrain_queue
-    context["now"] = time.time()
-    return _page(request, settings, access, "models.html", **context, **flash)
-
-
 @router.get("/", response_class=HTMLResponse)
 def jobs_page(request: Request, settings: SettingsDep) -> Response:
     access = auth.access(request, settings)
@@ -236,12 +212,6 @@ def jobs_page(request: Request, settings: SettingsDep) -> Response:
 def job_page(request: Request, job_id: str, settings: SettingsDep) -> Response:
     access = auth.access(request, settings)
     return _to_login(request) if access is None else _job_view(request, settings, access, job_id)
-
-
-@router.get("/models", response_class=HTMLResponse)
-def models_page(request: Request, settings: SettingsDep) -> Response:
-    access = auth.access(request, settings)
-    return _to_login(request) if access is None else _models_view(request, settings, access)
 
 
 # Where the browser goes after logging in: a path on this site. Not "//host" nor "/\host" (browsers read both as
@@ -384,15 +354,6 @@ def forget_all(request: Request, settings: SettingsDep, state: Annotated[str, Fo
         return RedirectResponse(f"/?{urlencode(facts)}", status_code=303)
 
     return _act(request, settings, action, partial(_jobs_view, request, settings))
-
-
-@router.post("/console/models/{version}/use")
-def use_model(request: Request, version: str, settings: SettingsDep) -> Response:
-    def action() -> RedirectResponse:
-        meta, before = lifecycle.use(settings, version)
-        return _back("/models", "used", v=meta.version, **({"was": before} if before else {}))
-
-    return _act(request, settings, action, partial(_models_view, request, settings))
 
 
 def _snapshot(settings: Settings) -> Any:

@@ -1,9 +1,11 @@
-"""The console's operator pages beyond jobs: what each queue holds and draining stopped jobs' leftovers, queueing a
-retrain, shutting a worker down gracefully. Same rules as routes_console: plain forms behind a confirmation, the
-full token only, the page again with why when refused; flashes picked by code, facts read or validated here."""
+"""The console's operator pages beyond jobs: what each queue holds and draining stopped jobs' leftovers, the models
+(use a version whose artifact verifies, retrain, the next scheduled retrain), the workers and shutting one down
+gracefully. Same rules as routes_console: plain forms behind a confirmation, the full token only, the page again with
+why when refused; flashes picked by code, facts read or validated here."""
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Annotated, Any
 
@@ -13,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sentq import control, lifecycle, queues
 from sentq.settings import Settings
 from sentq.web import auth
-from sentq.web.routes_console import SettingsDep, _act, _back, _models_view, _number, _page, _to_login, _unserved
+from sentq.web.routes_console import SettingsDep, _act, _back, _number, _page, _to_login, _unserved
 
 router = APIRouter(include_in_schema=False)
 
@@ -95,3 +97,45 @@ def shutdown(request: Request, name: str, settings: SettingsDep) -> Response:
         return _back("/workers", "shutdown")
 
     return _act(request, settings, action, partial(_workers_view, request, settings))
+
+
+def _models_message(request: Request) -> str:
+    version, before = _number(request, "v"), _number(request, "was")
+    if request.query_params.get("msg") == "retrain":
+        return (
+            "retrain queued: a worker of the retrain queue trains on the default data; the new version shows here when "
+            "it is done (none when the model comes out identical to the current one)"
+        )
+    if request.query_params.get("msg") != "used" or version is None:
+        return ""
+    return f"v{version} is current" + (f" (was v{before})" if before and before != version else "")
+
+
+# The models page's artifact checks, kept across views (lifecycle.ArtifactChecks: why, and what it costs).
+ARTIFACTS = lifecycle.ArtifactChecks()
+
+
+def _models_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
+    found, current = lifecycle.versions(settings)
+    flash.setdefault("message", _models_message(request))
+    context: dict[str, Any] = {"versions": list(reversed(found)), "current": current}
+    context["refused"] = ARTIFACTS.refusals(settings, [v.version for v in found])
+    context["next_retrain"] = lifecycle.next_retrain(settings)
+    context["retrain_queue"] = settings.retrain_queue
+    context["now"] = time.time()
+    return _page(request, settings, access, "models.html", **context, **flash)
+
+
+@router.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, settings: SettingsDep) -> Response:
+    access = auth.access(request, settings)
+    return _to_login(request) if access is None else _models_view(request, settings, access)
+
+
+@router.post("/console/models/{version}/use")
+def use_model(request: Request, version: str, settings: SettingsDep) -> Response:
+    def action() -> RedirectResponse:
+        meta, before = lifecycle.use(settings, version)
+        return _back("/models", "used", v=meta.version, **({"was": before} if before else {}))
+
+    return _act(request, settings, action, partial(_models_view, request, settings))
