@@ -34,10 +34,7 @@ SettingsDep = Annotated[Settings, Depends(settings_of)]
 
 
 def mount(app: FastAPI) -> None:
-    from sentq.web import routes_console_ops
-
     app.include_router(router)
-    app.include_router(routes_console_ops.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sentq import control, lifecycle, queues
 from sentq.settings import Settings
 from sentq.web import auth
-from sentq.web.routes_console import SettingsDep, _act, _back, _number, _page, _to_login, _unserved
+from sentq.web.routes_console import SettingsDep, _act, _back, _number, _page, _snapshot, _to_login, _unserved
 
 router = APIRouter(include_in_schema=False)
 
@@ -73,8 +73,6 @@ def _workers_message(request: Request) -> str:
 
 
 def _workers_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
-    from sentq.web.routes_console import _snapshot
-
     found, dead, _ = control.workers(settings)
     snap = _snapshot(settings)
     flash.setdefault("message", _workers_message(request))
