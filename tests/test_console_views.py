@@ -154,7 +154,7 @@ def test_queues_view_and_drain(browser: Browser, redis_url: str, tmp_path: Path)
             keep = section.locator(f'tr[data-job="{running}"]')
             expect(keep.locator('[data-field="state"]')).to_have_text("queued")
             expect(keep.get_by_role("button")).to_have_count(0)
-            expect(keep).to_contain_text("running: kept")
+            expect(keep).to_contain_text("unfinished: kept")
             expect(section.locator(f'tr[data-job="{forgotten}"] [data-field="state"]')).to_have_text("forgotten")
             shoot(page, tmp_path, "console-queues")
 
