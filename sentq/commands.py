@@ -234,6 +234,24 @@ def workers(as_json: AsJson = False) -> None:
         render.print_workers(out, found, dead, depths)
 
 
+@command()
+def drain(
+    queue: Annotated[
+        str, typer.Argument(help="The queue (`sentq workers` lists them; the console's queues page too).")
+    ],
+    job_id: Annotated[
+        str | None, typer.Option("--job", metavar="JOB", help="Only this stopped job's messages.")
+    ] = None,
+) -> None:
+    """Remove the leftover messages of stopped jobs (done, failed, cancelled, invalid or forgotten) from a queue of a
+    Redis broker now, instead of workers dropping each as they take it. A running job's messages are never removed."""
+    from sentq import queues
+
+    done = queues.drain(load_settings(), queue, job_id=job_id)
+    more = "; the queue is longer than one drain reads: run it again" if done.more else ""
+    err.print(f"removed {done.messages:,} leftover messages of {done.jobs:,} stopped jobs from queue {queue}{more}")
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 

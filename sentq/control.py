@@ -17,6 +17,7 @@ from sentq.errors import (
     JobNotFoundError,
     JobStateError,
     ModelNotFoundError,
+    UnknownNameError,
 )
 from sentq.settings import Settings
 from sentq.store import text
@@ -612,3 +613,22 @@ def queue_depths(settings: Settings) -> dict[str, int]:
     from sentq import broker
 
     return broker.queue_depths(worker_module(settings).app, settings)
+
+
+def shutdown_worker(settings: Settings, name: str) -> WorkerInfo:
+    """Ask one live worker (by its node name, as `sentq workers` lists it) to shut down gracefully, as Flower does:
+    Celery's remote control `shutdown` to that worker alone, a warm shutdown: it stops taking messages, finishes the
+    tasks it runs (acks late: a chunk it has not started goes back to the queue) and exits, saying goodbye to the
+    ledger. Asked only once it answers a ping (UnknownNameError if it is not live, BrokerUnavailableError if it does
+    not answer); it leaves the live list when it is gone."""
+    found = {w.name: w for w in workers(settings)[0]}
+    if name not in found:
+        raise UnknownNameError(f"no live worker is named {name!r}: see `sentq workers` (it may have stopped already)")
+    control = worker_module(settings).app.control
+    if not control.ping(destination=[name], timeout=settings.connect_timeout_s):
+        raise BrokerUnavailableError(
+            f"worker {name} does not answer remote control (its heartbeat is live): it may be busy starting or "
+            "stopping, or run with remote control off; stop it on its host with SIGTERM (a warm shutdown too)"
+        )
+    control.shutdown(destination=[name])
+    return found[name]

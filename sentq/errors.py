@@ -2,6 +2,7 @@
 
 SentqError                  base of all of them; the CLI maps each to an exit code
 ├── ConfigError             a bad SENTQ_* setting or CLI option              (exit 2)
+│   └── UnknownNameError    no worker or queue of sentq's has that name      (HTTP 404)
 ├── InputError              bad input: which file, which line, what to do    (exit 2)
 │   ├── UnsupportedFormatError  an upload in a format sentq does not read   (HTTP 415)
 │   └── PayloadTooLargeError    a body or input past a size limit            (HTTP 413)
@@ -26,6 +27,10 @@ class SentqError(Exception):
 
 class ConfigError(SentqError):
     """Raised when a setting or option has a value sentq cannot use."""
+
+
+class UnknownNameError(ConfigError):
+    """Raised when a worker or queue named by an operator is not one sentq knows (live, or in use)."""
 
 
 class InputError(SentqError):

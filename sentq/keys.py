@@ -43,6 +43,9 @@ WORKERS_DEAD = PREFIX + "workers:dead"
 # jobs_submitted, jobs_finished:<done|failed|cancelled|invalid>, texts_scored, texts_failed, chunks:<done|failed>,
 # chunk_retries.
 STATS = PREFIX + "stats"
+# Hash: the last hour minute by minute (texts scored, chunks failed, texts failed alone), a ring of
+# ledger.MINUTE_SLOTS slots rewritten in place, so it stays small without an expiry (the console's dashboard).
+STATS_MINUTES = PREFIX + "stats:minutes"
 # Hash: HTTP requests of all API processes (sentq.web.metrics.HttpStats.flush): JSON [kind, route, method, code|le]
 # -> count (HINCRBY) or sum of seconds (HINCRBYFLOAT). Routes are templates, so its size stays bounded.
 HTTP_STATS = PREFIX + "http:stats"

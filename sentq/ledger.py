@@ -268,18 +268,38 @@ end
 for _name, _value in (("RATE_WINDOW_S", RATE_WINDOW_S), ("RATE_GAP_S", RATE_GAP_S), ("RATE_KEEP", RATE_KEEP)):
     _RECENT = _RECENT.replace(_name, repr(_value))
 
+# The last hour minute by minute, for the console's dashboard: texts scored, chunks failed and texts failed alone in
+# each minute (Redis time), counted in the same step (and branch) as the cumulative counters. A ring of
+# MINUTE_SLOTS slots in one small hash (keys.STATS_MINUTES): slot m % MINUTE_SLOTS holds minute m, and the first
+# count of a new minute in a slot resets what an older minute left there, so the hash never grows past
+# 4 x MINUTE_SLOTS fields and needs no expiry; a reader keeps only the slots whose minute is recent. O(1) a chunk.
+MINUTE_SLOTS = 64
+_PER_MINUTE = """
+local function per_minute(key, now, texts, chunks_failed, texts_failed)
+  local m = tostring(math.floor(now / 60))
+  local s = tostring(math.floor(now / 60) % MINUTE_SLOTS)
+  if redis.call('HGET', key, 'm' .. s) ~= m then
+    redis.call('HSET', key, 'm' .. s, m, 't' .. s, 0, 'c' .. s, 0, 'f' .. s, 0)
+  end
+  if tonumber(texts) > 0 then redis.call('HINCRBY', key, 't' .. s, texts) end
+  if tonumber(chunks_failed) > 0 then redis.call('HINCRBY', key, 'c' .. s, chunks_failed) end
+  if tonumber(texts_failed) > 0 then redis.call('HINCRBY', key, 'f' .. s, texts_failed) end
+end
+""".replace("MINUTE_SLOTS", str(MINUTE_SLOTS))
+
 # A chunk's result is in: store it and count the chunk once (a second delivery, even a concurrent one, is a no-op).
 # With ``failure`` (JSON) the chunk had texts that failed alone: its good rows are kept and it is recorded failed.
 # The result was SET at KEYS[11] in the same MULTI just before (big strings stay out of Lua, see _STAGE): it becomes
 # the chunk's output if this delivery counts, and is deleted if not. A result that holds its texts (``drop``: 1) lets
 # the staged input go once the chunk is done; otherwise (or if the chunk failed: `sentq retry` re-runs it) it stays.
-# KEYS: job, done, failed, output, input, leases, pending, active, stats, recent, new output
+# KEYS: job, done, failed, output, input, leases, pending, active, stats, recent, new output, stats per minute
 # ARGV: job_id, item, texts, compute_s, wait_s, drop, failure ('' if none), bad texts
 _COMPLETE = (
     _NOW
     + _HELPERS
     + _SETTLE
     + _RECENT
+    + _PER_MINUTE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('DEL', KEYS[11]); return -1 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then
@@ -310,17 +330,19 @@ redis.call('HINCRBYFLOAT', KEYS[1], 'wait_s', ARGV[5])
 -- When the first chunk to finish started scoring (its compute time back from now): texts/s spans real work.
 redis.call('HSETNX', KEYS[1], 'first_started', string.format('%.3f', now - tonumber(ARGV[4])))
 recent(KEYS[1], KEYS[10], ARGV[2], ARGV[3], ARGV[4], now)
+per_minute(KEYS[12], now, ARGV[3], ARGV[7] == '' and 0 or 1, ARGV[8])
 settle(KEYS[1], KEYS[8], KEYS[9], ARGV[1], now, true)
 return 1
 """
 )
 
 # Record a whole chunk failed (once), keeping its input so `sentq retry` can run it again.
-# KEYS: job, done, failed, leases, pending, active, stats   ARGV: job_id, item, failure JSON
+# KEYS: job, done, failed, leases, pending, active, stats, stats per minute   ARGV: job_id, item, failure JSON
 _FAIL = (
     _NOW
     + _HELPERS
     + _SETTLE
+    + _PER_MINUTE
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return 0 end
@@ -330,6 +352,7 @@ release(KEYS[4], KEYS[5], ARGV[2])
 if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[3]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'chunks_failed', 1)
   redis.call('HINCRBY', KEYS[7], 'chunks:failed', 1)
+  per_minute(KEYS[8], now, 0, 1, 0)
   expire_with(KEYS[3], KEYS[1])
 end
 settle(KEYS[1], KEYS[6], KEYS[7], ARGV[1], now, true)
@@ -636,7 +659,7 @@ def complete(
     pipe.set(fresh, rows, ex=3600)  # renamed or deleted by _COMPLETE in this transaction
     pipe.eval(
         _COMPLETE,
-        11,
+        12,
         keys.job(job_id),
         keys.job_done(job_id),
         keys.job_failed(job_id),
@@ -648,6 +671,7 @@ def complete(
         keys.STATS,
         keys.job_recent(job_id),
         fresh,
+        keys.STATS_MINUTES,
         job_id,
         str(index),
         texts,
@@ -666,7 +690,7 @@ def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
     """Record the whole chunk failed with ``error`` (for `sentq status JOB`); its input stays for `sentq retry`."""
     client.eval(
         _FAIL,
-        7,
+        8,
         keys.job(job_id),
         keys.job_done(job_id),
         keys.job_failed(job_id),
@@ -674,6 +698,7 @@ def fail(client: redis.Redis, job_id: str, index: int, error: str) -> None:
         keys.job_pending(job_id),
         keys.ACTIVE_JOBS,
         keys.STATS,
+        keys.STATS_MINUTES,
         job_id,
         str(index),
         failure_json(error[:2000], scored=0),

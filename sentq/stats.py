@@ -149,6 +149,37 @@ def snapshot(client: redis.Redis, settings: Settings, *, depth: Callable[[str], 
     )
 
 
+@dataclass(frozen=True)
+class Minute:
+    """One minute of the last hour (Redis time), from the ledger's per-minute ring (keys.STATS_MINUTES)."""
+
+    start: float  # when the minute began (Unix time)
+    texts: int  # texts scored in it
+    chunks_failed: int
+    texts_failed: int  # texts that failed alone
+
+
+def last_hour(client: redis.Redis, *, minutes: int = 60) -> list[Minute]:
+    """The last ``minutes`` minutes, oldest first, the current (partial) one last; a minute nothing finished in
+    counts zeros. One round trip, a hash of at most 4 x ledger.MINUTE_SLOTS fields."""
+    minutes = min(minutes, ledger.MINUTE_SLOTS - 1)
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.hgetall(keys.STATS_MINUTES)
+    (secs, _), raw = pipe.execute()
+    ring = {text(k): text(v) for k, v in raw.items()}
+    now_m = int(secs) // 60
+    found = []
+    for m in range(now_m - minutes + 1, now_m + 1):
+        slot = m % ledger.MINUTE_SLOTS
+        if ring.get(f"m{slot}") == str(m):
+            counts = [int(ring.get(f"{kind}{slot}", "0")) for kind in "tcf"]
+        else:
+            counts = [0, 0, 0]
+        found.append(Minute(float(m * 60), *counts))
+    return found
+
+
 def _oldest_unleased(pending: list[tuple[Any, float]], held: set[str]) -> float | None:
     """Send stamp of the first (oldest) pending chunk no worker holds; ``pending`` is sorted by stamp."""
     return next((float(stamp) for item, stamp in pending if text(item) not in held), None)

@@ -773,12 +773,15 @@ def chunk_of(request: Any) -> str | None:
 
 
 def running_requests(state: Any) -> list[Any]:
-    """The requests this worker has taken (running or about to), copied from sets the consumer thread changes."""
+    """The requests this worker has taken (running or about to), copied from sets the consumer thread changes; each
+    once (Celery keeps a running request in reserved_requests too: counted from both, a one-process worker running
+    one task showed "busy 2")."""
     for _ in range(5):
         try:
-            return [*state.active_requests, *state.reserved_requests]
+            taken = [*state.active_requests, *state.reserved_requests]
         except RuntimeError:  # "set changed size during iteration": read again
             continue
+        return list({request.id: request for request in taken}.values())
     return []
 
 

@@ -151,6 +151,7 @@ LONG_FIRST = (
     "test_installed",
     "test_deploy",
     "test_console",
+    "test_console_views",
     "test_figures",
     "test_limits",
     "test_console_guards",

@@ -3,7 +3,7 @@ real workers and a real Redis (tests/conftest.py): upload, live progress, failur
 
 Every wait is on a state (Playwright's expect / wait_for_*, or polling the API), never a fixed sleep. Each test
 leaves full-page screenshots in its tmp_path, on failure too. `UPDATE_DOCS_SCREENSHOT=1 pytest tests/test_console.py`
-also writes the jobs list the README shows to docs/console.png.
+also writes the jobs list the README shows to docs/console.png, and a failed job's page to docs/console-job.png.
 """
 
 from __future__ import annotations
@@ -250,6 +250,8 @@ def test_failed_job_retried_and_cancel_confirmed(browser: Browser, redis_url: st
             expect(the_field(page, "chunks")).to_have_text("2 done · 1 failed · 3 in all")
             expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
             page.screenshot(path=tmp_path / "console-failed.png", full_page=True)
+            if UPDATE_DOCS:  # the job page in docs/: a failed job, its failures grouped by reason
+                page.screenshot(path=DOCS_SHOT.with_name("console-job.png"))
             assert client.get(f"/v1/jobs/{doomed}").json()["state"] == "cancelled"  # its chunks were skipped
 
             # Retry, accepted, with the input good again and no worker yet (so the page is caught running): the job

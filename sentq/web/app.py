@@ -16,7 +16,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentq import __version__, store
 from sentq.settings import Settings
-from sentq.web import apidocs, problems, routes_console, routes_jobs, routes_models, routes_ops, routes_seed
+from sentq.web import (
+    apidocs,
+    problems,
+    routes_console,
+    routes_console_ops,
+    routes_jobs,
+    routes_models,
+    routes_ops,
+    routes_seed,
+)
 from sentq.web.limits import BodyLimit
 from sentq.web.metrics import HttpStats
 
@@ -57,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (routes_seed.router, routes_jobs.router, routes_models.router, routes_ops.router):
         app.include_router(router)
     routes_console.mount(app)
+    app.include_router(routes_console_ops.router)
     # Inside the request counts (a refused body is counted too), outside everything that reads a body.
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestStats, stats=stats)

@@ -30,6 +30,7 @@ STATUS: dict[type[errors.SentqError], int] = {
     errors.ModelNotFoundError: 404,
     errors.ModelError: 422,
     errors.JobNotFoundError: 404,
+    errors.UnknownNameError: 404,
     errors.JobStateError: 409,
     errors.DatasetMissingError: 409,
     errors.JobCancelledError: 409,

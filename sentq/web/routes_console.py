@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from sentq import control, errors, follow, jobs, keys, lifecycle
+from sentq import control, errors, follow, jobs, keys
 from sentq.inputs import TextSource
 from sentq.settings import Settings, mask_secrets, mask_url
 from sentq.web import auth
@@ -42,7 +42,9 @@ def unavailable_page(request: Request, detail: str) -> Response | None:
     """A console page asked for while Redis (or the broker) does not answer: the console's own page saying so and what
     it means (503), instead of the API's problem+json; None for anything but a console page."""
     path = request.url.path
-    if request.method != "GET" or not (path == "/" or path.startswith(("/jobs/", "/workers", "/models", "/login"))):
+    if request.method != "GET" or not (
+        path == "/" or path.startswith(("/jobs/", "/queues", "/workers", "/models", "/login"))
+    ):
         return None
     settings: Settings = request.app.state.settings
     context = {
@@ -148,13 +150,6 @@ def _jobs_message(request: Request) -> str:
 FINISHED = ("done", "failed", "cancelled", "invalid")
 
 
-def _models_message(request: Request) -> str:
-    version, before = _number(request, "v"), _number(request, "was")
-    if request.query_params.get("msg") != "used" or version is None:
-        return ""
-    return f"v{version} is current" + (f" (was v{before})" if before and before != version else "")
-
-
 def _may_write(request: Request, settings: Settings) -> Response | str | None:
     """None if this request may change things; else a redirect to log in, or why it may not (read-only)."""
     auth.check_origin(request)
@@ -162,7 +157,10 @@ def _may_write(request: Request, settings: Settings) -> Response | str | None:
     if access is None:
         return _to_login(request, "/")
     if access != "full":
-        return "this token is read-only: it may look, not submit, cancel, retry or switch models"
+        return (
+            "this token is read-only: it may look, not submit, cancel, retry, drain, retrain, stop workers or switch "
+            "models"
+        )
     return None
 
 
@@ -181,6 +179,7 @@ def _jobs_view(request: Request, settings: Settings, access: auth.Access, **flas
     context = {"jobs": found, "state": state or "", "next_cursor": next_cursor, "snap": snap, "q": search}
     context["finished"] = FINISHED
     context["unserved"] = _unserved(settings, snap)
+    context["dash"] = _dashboard(settings, snap)
     return _page(request, settings, access, "jobs.html", **context, **flash)
 
 
@@ -200,12 +199,6 @@ def _job_view(request: Request, settings: Settings, access: auth.Access, job_id:
     return _page(request, settings, access, "job.html", **context, **flash)
 
 
-def _models_view(request: Request, settings: Settings, access: auth.Access, **flash: Any) -> Response:
-    found, current = lifecycle.versions(settings)
-    flash.setdefault("message", _models_message(request))
-    return _page(request, settings, access, "models.html", versions=list(reversed(found)), current=current, **flash)
-
-
 @router.get("/", response_class=HTMLResponse)
 def jobs_page(request: Request, settings: SettingsDep) -> Response:
     access = auth.access(request, settings)
@@ -216,23 +209,6 @@ def jobs_page(request: Request, settings: SettingsDep) -> Response:
 def job_page(request: Request, job_id: str, settings: SettingsDep) -> Response:
     access = auth.access(request, settings)
     return _to_login(request) if access is None else _job_view(request, settings, access, job_id)
-
-
-@router.get("/workers", response_class=HTMLResponse)
-def workers_page(request: Request, settings: SettingsDep) -> Response:
-    access = auth.access(request, settings)
-    if access is None:
-        return _to_login(request)
-    found, dead, _ = control.workers(settings)
-    snap = _snapshot(settings)
-    context = {"workers": found, "dead": dead, "snap": snap, "unserved": _unserved(settings, snap)}
-    return _page(request, settings, access, "workers.html", **context)
-
-
-@router.get("/models", response_class=HTMLResponse)
-def models_page(request: Request, settings: SettingsDep) -> Response:
-    access = auth.access(request, settings)
-    return _to_login(request) if access is None else _models_view(request, settings, access)
 
 
 # Where the browser goes after logging in: a path on this site. Not "//host" nor "/\host" (browsers read both as
@@ -377,19 +353,35 @@ def forget_all(request: Request, settings: SettingsDep, state: Annotated[str, Fo
     return _act(request, settings, action, partial(_jobs_view, request, settings))
 
 
-@router.post("/console/models/{version}/use")
-def use_model(request: Request, version: str, settings: SettingsDep) -> Response:
-    def action() -> RedirectResponse:
-        meta, before = lifecycle.use(settings, version)
-        return _back("/models", "used", v=meta.version, **({"was": before} if before else {}))
-
-    return _act(request, settings, action, partial(_models_view, request, settings))
-
-
 def _snapshot(settings: Settings) -> Any:
     from sentq import stats
 
     return stats.snapshot(control.connect(settings), settings)
+
+
+def _dashboard(settings: Settings, snap: Any) -> dict[str, Any]:
+    """The home page's last hour (texts/s and failures a minute, from the ledger's per-minute counts), the busiest
+    queues (most chunks waiting, then most messages) and the oldest chunk waiting for a worker."""
+    from sentq import stats
+    from sentq.web import chart
+
+    hour = stats.last_hour(control.connect(settings))
+    into = max(snap.at - hour[-1].start, 1.0)  # seconds of the current minute so far
+    lately = hour[-5:]
+    busiest = sorted(
+        ((name, q) for name, q in snap.queues.items() if q.length or q.chunks_waiting),
+        key=lambda item: (-item[1].chunks_waiting, -item[1].length, item[0]),
+    )[:3]
+    waiting = [(q.oldest_waiting_s, name) for name, q in snap.queues.items() if q.chunks_waiting]
+    return {
+        "chart": chart.last_hour_svg(hour),
+        "texts": sum(m.texts for m in hour),
+        "chunks_failed": sum(m.chunks_failed for m in hour),
+        "texts_failed": sum(m.texts_failed for m in hour),
+        "rate_now": sum(m.texts for m in lately) / (60 * (len(lately) - 1) + into),
+        "busiest": busiest,
+        "oldest": max(waiting) if waiting else None,
+    }
 
 
 def _unserved(settings: Settings, snap: Any) -> dict[str, str]:

@@ -135,3 +135,41 @@ class Ready(BaseModel):
     status: Literal["ready"]
     redis: str
     broker: str
+
+
+class QueuedJob(BaseModel):
+    id: str
+    state: str = Field(description='The job\'s state, or "forgotten" when its record is gone.')
+    source: str
+    messages: int = Field(description="Its messages in the queue (among those read).")
+    oldest_s: float | None = Field(description="Age of its oldest message, seconds.")
+    drainable: bool = Field(description="Not running: POST /v1/queues/{queue}/drain may remove its messages.")
+
+
+class QueueInfo(BaseModel):
+    name: str
+    length: int = Field(description="Messages waiting in the broker.")
+    chunks_waiting: int = Field(description="Chunks of unfinished jobs sent and not yet taken (by the ledger).")
+    oldest_waiting_s: float = Field(description="How long the oldest of those has waited; 0 when none waits.")
+    unfinished_jobs: int
+    leftovers: int = Field(description="Messages that carry no waiting chunk of an unfinished job.")
+    readable: bool = Field(description="A Redis broker: its messages were read by job (RabbitMQ: depth only).")
+    looked_at: int = Field(description="Messages read, the oldest first.")
+    jobs: list[QueuedJob]
+    other_messages: int = Field(description="Messages of other tasks (retrains, batch scoring).")
+
+
+class Queues(BaseModel):
+    queues: list[QueueInfo]
+
+
+class Drained(BaseModel):
+    queue: str
+    messages: int = Field(description="Messages removed.")
+    jobs: int = Field(description="Stopped jobs whose messages were removed.")
+    more: bool = Field(description="The queue is longer than one drain reads: drain again for the rest.")
+
+
+class WorkerShutdown(BaseModel):
+    worker: WorkerInfo = Field(description="The worker asked, as it was when asked.")
+    asked: bool
