@@ -221,10 +221,15 @@ def test_batch_score_and_retrain_refuse_what_no_sentq_client_sends(worker: Worke
 def test_a_running_request_is_counted_once() -> None:
     """Celery keeps a running request in reserved_requests as well as active_requests: counted from both, a worker
     running one task showed "busy 2" (its workers page and sentq_workers_busy)."""
+    from dataclasses import dataclass
     from types import SimpleNamespace
 
     from sentq.worker import running_requests
 
-    running, waiting = SimpleNamespace(id="a"), SimpleNamespace(id="b")
+    @dataclass(frozen=True)
+    class Request:  # what running_requests reads of Celery's Request: its id (a Request is hashable, as here)
+        id: str
+
+    running, waiting = Request("a"), Request("b")
     state = SimpleNamespace(active_requests={running}, reserved_requests={running, waiting})
     assert sorted(r.id for r in running_requests(state)) == ["a", "b"]
