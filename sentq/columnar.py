@@ -95,47 +95,51 @@ def _batch(lines: Any, text: pa.Array, codes: Any, model: str) -> pa.RecordBatch
 
 def _plain_columns(payload: bytes, count: int) -> tuple[Any, pa.Array] | None:
     """Line numbers and texts of a chunk staged raw or binary, cut with whole-chunk operations; None: a chunk the
-    reader strips (a blank line, whitespace at a line's end) or staged as JSON, to decode text by text."""
+    reader strips (a blank line, whitespace at a line's end) or staged as JSON, to decode text by text.
+
+    The payload is never sliced (a slice of bytes is a copy): numpy views it past its head, the texts are its bytes
+    with every separator removed (the head's own separator bytes too: the body then starts that many bytes earlier),
+    and Arrow's buffer is a zero-copy slice of that."""
     import numpy as np
     import pyarrow as pa
 
     magic = payload[:4]
     if magic == b"SQR1":
         first, staged = int.from_bytes(payload[4:8], "little"), int.from_bytes(payload[8:12], "little")
-        data, sep = payload[12:], b"\n"
-        if data.endswith(b"\n"):
-            data = data[:-1]
+        head, sep = 12, b"\n"
         lines = np.arange(first, first + staged, dtype=np.int64)
     elif magic == b"SQB1":
         staged, sep = int.from_bytes(payload[4:8], "little"), b"\x1e"
-        lines = np.frombuffer(payload[8 : 8 + 4 * staged], "<u4").astype(np.int64)
-        data = payload[8 + 4 * staged :]
+        head = 8 + 4 * staged
+        lines = np.frombuffer(payload, "<u4", count=staged, offset=8).astype(np.int64)
     else:
         return None
-    if staged != count or not count:
+    if staged != count or not count or len(payload) < head:
         return None
-    buf = np.frombuffer(data, np.uint8)
+    size = len(payload) - head - (magic == b"SQR1" and payload.endswith(b"\n"))  # the texts and separators
+    buf = np.frombuffer(payload, np.uint8, count=size, offset=head)
     ends = np.flatnonzero(buf == sep[0])
     if len(ends) != count - 1:
         return None  # corrupt: the text-by-text path says how
     offsets = np.empty(count + 1, np.int64)
-    offsets[0], offsets[1:-1], offsets[-1] = 0, ends + 1, len(data) + 1
-    starts, stops = offsets[:-1], offsets[1:] - 1  # each text is data[start:stop]
+    offsets[0], offsets[1:-1], offsets[-1] = 0, ends + 1, size + 1
+    starts, stops = offsets[:-1], offsets[1:] - 1  # each text is buf[start:stop]
     if magic == b"SQR1":
         if (stops == starts).any():
             return None  # a blank line: the reader skips it
         suspects = _SUSPECT_FIRST_TABLE()[buf[starts]] | _SUSPECT_LAST_TABLE()[buf[stops - 1]]
         for i in np.flatnonzero(suspects).tolist():  # a few: ’tis starts with the lead byte of U+2000's
-            found = data[starts[i] : stops[i]].decode()
+            found = buf[starts[i] : stops[i]].tobytes().decode()
             if found.strip() != found:
                 return None
     # The texts without their separators, each shifted back by the separators before it
     packed = offsets - np.arange(count + 1)
-    joined = data.replace(sep, b"")
-    if len(joined) > 2**31 - 1:
+    joined = pa.py_buffer(payload.replace(sep, b""))
+    body = head - payload.count(sep, 0, head)
+    if packed[-1] > 2**31 - 1 or body + int(packed[-1]) > joined.size:
         return None
     text = pa.Array.from_buffers(
-        pa.string(), count, [None, pa.py_buffer(packed.astype(np.int32)), pa.py_buffer(joined)]
+        pa.string(), count, [None, pa.py_buffer(packed.astype(np.int32)), joined.slice(body, int(packed[-1]))]
     )
     return lines, text
 

@@ -309,3 +309,19 @@ def test_csv_rows_from_a_line_keep_quoted_line_breaks() -> None:
     assert export.rows_from_line(chunk, 8) == b'8,plain,0.1,negative,v1\r\n9,"""q""",0.2,negative,v1\r\n'
     assert export.rows_from_line(chunk, 7) == chunk
     assert export.line_of(chunk) == 7
+
+
+def test_columns_of_a_chunk_whose_head_holds_separator_bytes() -> None:
+    """A staged chunk's head (line numbers, counts) may hold the separator's byte: line 10 is 0x0A, line 30 is 0x1E.
+    The texts cut from the whole payload at once still come out whole."""
+    texts = ["first", 'say "hi"', "café 🙂", "last one"]
+    codes = array.array("H", [1, 2, 3 | 0x8000, 4]).tobytes()
+    for payload in (
+        encode_raw(RawLines(10, len(texts), 0, "\n".join(texts).encode() + b"\n")),
+        encode_raw(RawLines(10, len(texts), 0, "\n".join(texts).encode())),  # a file's last line, no line break
+        encode_chunk(Chunk(0, [10, 30, 0x1E1E, 0x0A0A0A], texts)),
+    ):
+        assert columnar._plain_columns(payload, len(texts)) is not None  # the whole-chunk path, not text by text
+        batch = columnar.result_batch(pack_result("v3", codes, payload, first=10), None)
+        assert batch["text"].to_pylist() == texts
+        assert batch.to_pylist() == result_dicts(pack_result("v3", codes), payload)
