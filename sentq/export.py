@@ -103,8 +103,13 @@ def csv_tails(model: str) -> list[bytes | None] | None:
     ]
 
 
-def result_writer(fmt: str, *, raw_csv: bool = False) -> Callable[[bytes, bytes | None], bytes]:
-    """What makes a chunk's rows in ``fmt`` ("jsonl" or "csv") from its stored result and staged input."""
+def result_writer(fmt: str, *, raw_csv: bool = False) -> Callable[[bytes, bytes | None], Any]:
+    """What makes a chunk's rows in ``fmt`` from its stored result and staged input: JSONL or CSV bytes, or for
+    "parquet" an Arrow record batch (sentq.columnar)."""
+    if fmt == "parquet":
+        from sentq import columnar
+
+        return columnar.result_batch
     return rows.result_rows if fmt == "jsonl" else functools.partial(result_csv, raw=raw_csv)
 
 
@@ -160,15 +165,13 @@ class Sink:
         self.raw_csv = raw_csv
         self.rows = 0
         self._parquet: Any = None
+        self._make: Callable[[bytes, bytes | None], Any] = result_writer(fmt, raw_csv=raw_csv)
         if fmt == "parquet":
             from sentq import columnar
 
             columnar.need_pyarrow("Parquet output")
             if path is None:
                 raise InputError("Parquet output goes to a file: add -o rows.parquet")
-            self._make: Callable[[bytes, bytes | None], Any] = columnar.result_batch
-        else:
-            self._make = result_writer(fmt, raw_csv=raw_csv)
         if path is None:
             self._file: BinaryIO = sys.stdout.buffer
         else:
@@ -179,8 +182,6 @@ class Sink:
         if fmt == "csv":
             self._file.write(CSV_HEADER)
         elif fmt == "parquet":
-            from sentq import columnar
-
             self._parquet = columnar.ParquetSink(self._file)
 
     def rows_of(self, output: bytes, payload: bytes | None) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from sentq import keys
+from sentq.rows import is_zipped
 from sentq.store import text
 
 # The ledger's clocks (heartbeat, its lifetime, the reconciler's sweep and lock, when a message counts as lost) are
@@ -652,8 +653,6 @@ def complete(
             scored=texts,
             lines=bad,
         )
-    from sentq.rows import is_zipped
-
     fresh = keys.chunk_output(job_id, index) + ":new"
     pipe = client.pipeline(transaction=True)
     pipe.set(fresh, rows, ex=3600)  # renamed or deleted by _COMPLETE in this transaction

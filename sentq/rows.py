@@ -302,8 +302,16 @@ def score_label_table() -> dict[int, bytes]:
 # lines or binary (not JSON), no text holding a control character (JSON escapes those one by one), no raw line blank
 # or with whitespace at its ends (the reader strips those). Any other chunk is decoded and built text by text
 # (_build_rows); both give the same bytes (tests/test_rows.py checks it).
-_SUSPECT_FIRST = re.compile(rb"[ \xc2\xe1\xe2\xe3]")  # a space, or the lead byte of a Unicode space (U+0085 ...)
-_SUSPECT_LAST = re.compile(rb"[ \x80-\x8a\x9f\xa0\xa8\xa9\xaf]")  # a space, or the last byte of a Unicode space
+# A space, or the lead byte of a Unicode space (U+0085 ...) / a space, or the last byte of one.
+SPACE_FIRST_BYTES = b" \xc2\xe1\xe2\xe3"
+SPACE_LAST_BYTES = b" " + bytes(range(0x80, 0x8B)) + b"\x9f\xa0\xa8\xa9\xaf"
+
+
+def _any_of(members: bytes) -> re.Pattern[bytes]:
+    return re.compile(b"[" + b"".join(re.escape(bytes([c])) for c in members) + b"]")
+
+
+_SUSPECT_FIRST, _SUSPECT_LAST = _any_of(SPACE_FIRST_BYTES), _any_of(SPACE_LAST_BYTES)
 
 
 @dataclass(frozen=True)
